@@ -1,0 +1,3 @@
+from greenmachine.cli import main
+
+main()

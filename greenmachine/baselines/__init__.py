@@ -1,0 +1,73 @@
+"""Hand-designed zero-cost proxies, one module each, registered with ``@measure("name")`` (as in NASLib and
+foresight). Each takes a :class:`ProxyInputs` and returns one float per network; higher is meant to be better.
+
+Every proxy receives its own copy of the *same* freshly initialised network and the same probe minibatch, so
+proxies and evolved trees are compared on identical networks, images and seeds. Each one needs a pass of its
+own (float64 BN-free for synflow, a Hessian-vector product for GRASP, Gaussian inputs for Zen, ...), so the
+passes themselves are not shared; the network, the initialisation and the minibatch are.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from greenmachine.errors import GreenmachineError
+
+REGISTRY: dict[str, Callable[["ProxyInputs"], float]] = {}
+MODULES = ("synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen", "params", "flops", "zico")
+
+
+def measure(name: str):
+    """Register a proxy under ``name`` (the column name in tables and CSVs)."""
+
+    def wrap(fn):
+        REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+@dataclass
+class ProxyInputs:
+    network: nn.Module  # the initialised network: never modified, proxies get copies
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    seed: int  # for proxies that draw random inputs (zen)
+
+    def fresh(self) -> nn.Module:
+        net = copy.deepcopy(self.network)
+        net.zero_grad(set_to_none=True)
+        for m in net.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+        return net
+
+
+def layers(net: nn.Module) -> list[nn.Module]:
+    """Conv2d and Linear layers: the layers the gradient-based proxies score (NASLib's convention)."""
+    return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = net(x)
+    return out[1] if isinstance(out, tuple) else out
+
+
+def load_all() -> dict[str, Callable[[ProxyInputs], float]]:
+    for mod in MODULES:
+        importlib.import_module(f"greenmachine.baselines.{mod}")
+    return REGISTRY
+
+
+def get_proxy(name: str) -> Callable[[ProxyInputs], float]:
+    registry = load_all()
+    if name not in registry:
+        raise GreenmachineError(f"unknown baseline proxy {name!r}; known: {', '.join(registry)}")
+    return registry[name]

@@ -1,0 +1,29 @@
+"""NASWOT (Mellor et al., ICML 2021), as in the authors' code: forward hooks on every ReLU add the kernel
+K += c c^T + (1-c)(1-c)^T of the binary pattern c = (input > 0) of the minibatch; score = log|det K|.
+Train mode, one minibatch; labels are not used."""
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from greenmachine.baselines import ProxyInputs, logits, measure
+
+
+@measure("naswot")
+def naswot(inputs: ProxyInputs) -> float:
+    net = inputs.fresh().train()
+    b = inputs.images.shape[0]
+    k = np.zeros((b, b))
+
+    def hook(_m, inp, _out):
+        c = (inp[0].reshape(b, -1) > 0).double().cpu().numpy()
+        k[:] += c @ c.T + (1.0 - c) @ (1.0 - c).T
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            logits(net, inputs.images)
+    finally:
+        for h in handles:
+            h.remove()
+    return float(np.linalg.slogdet(k)[1])

@@ -1,0 +1,26 @@
+"""The classic zero-cost proxies written in the GP language.
+
+They show that the language can express what hand-designed proxies compute (the tests check each equals its
+direct implementation), and they can seed the initial population of an evolution.
+"""
+
+from __future__ import annotations
+
+from greenmachine.primitives import parse_expression
+
+CLASSIC_EXPRESSIONS: dict[str, str] = {
+    # sum over layers of sum |W * dR/dW| on the BN-free, |W|, all-ones float64 network (Tanaka et al. 2020)
+    "synflow": "w_sum_layers(w_sum(w_abs(w_mul(weight, synflow_grad))))",
+    # sum |W * dL/dW| (Lee et al. 2019, as in NASLib / zero-cost-proxies)
+    "snip": "w_sum_layers(w_sum(w_abs(w_mul(weight, grad))))",
+    # sum over layers of ||dL/dW||_2 (Abdelfattah et al. 2021)
+    "grad_norm": "w_sum_layers(w_norm(grad))",
+    # log|det K|, K the Hamming kernel of the binary ReLU patterns summed over ReLUs (Mellor et al. 2021)
+    "naswot": "k_logdet_sum(relu_kernel)",
+    # number of Conv/Linear weights (BN and biases excluded)
+    "conv_params": "w_sum_layers(w_count(weight))",
+}
+
+
+def classic_tokens(name: str) -> list[str]:
+    return parse_expression(CLASSIC_EXPRESSIONS[name])

@@ -1,0 +1,192 @@
+"""The ``greenmachine`` command line: a thin layer over the library. Errors end in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from greenmachine.errors import GreenmachineError
+
+SPACE = click.Choice(["tss", "sss"])
+DATASET = click.Choice(["cifar10", "cifar100", "ImageNet16-120"])
+SAMPLING = click.Choice(["stratified", "random"])
+
+
+def _common(f):
+    f = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Data folder (images/, nats/); default $GREENMACHINE_DATA.")(f)
+    f = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                     help="Probe cache; default $GREENMACHINE_CACHE or ~/.cache/greenmachine.")(f)
+    f = click.option("--no-cache", is_flag=True, help="Probe every network again; write no cache.")(f)
+    f = click.option("--quiet", is_flag=True, help="No progress bars.")(f)
+    return f
+
+
+def _cache(cache_dir, no_cache):
+    from greenmachine.cache import ProbeCache, default_cache_dir
+
+    return ProbeCache(None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="greenmachine")
+def cli() -> None:
+    """Evolve zero-cost proxies for NAS on NATS-Bench, and score them."""
+
+
+@cli.command()
+@click.option("--space", type=SPACE, default=None, help="Search space (default from the config: tss).")
+@click.option("--dataset", type=DATASET, default=None, help="Dataset (default from the config: cifar10).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file.")
+@click.option("--sampling", type=SAMPLING, default=None)
+@click.option("--sample-size", type=int, default=None, help="Architectures in the evolution sample.")
+@click.option("--population", type=int, default=None)
+@click.option("--generations", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="Images in the probe minibatch.")
+@click.option("--workers", type=int, default=None, help="Processes for probing (default 1).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<space>-<dataset>-<seed>).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last generation.")
+@_common
+def evolve(space, dataset, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
+           out_dir, device, resume, data_dir, cache_dir, no_cache, quiet):
+    """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
+    from greenmachine.config import load_config
+    from greenmachine.evolution import run_evolution
+    from greenmachine.report import evolution_summary
+    from greenmachine.ui import Reporter, out_console
+    from greenmachine.workspace import load_space_truth, resolve_data_dir
+
+    config = load_config(config_path).override(
+        space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
+        generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
+    ).validate()
+    data = resolve_data_dir(data_dir)
+    out = Path(out_dir or f"runs/{config.space}-{config.dataset}-{config.seed}")
+    reporter = Reporter(quiet=quiet)
+    with reporter.session():
+        truth = load_space_truth(data, config.space, reporter)
+        result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache), resume=resume,
+                               reporter=reporter)
+    out_console.print(evolution_summary(config, result))
+    click.echo(f"best_kendall_tau={result.best_fitness:.4f}")
+    click.echo(f"proxy={out / 'proxy.json'}")
+
+
+@cli.command()
+@click.argument("proxy_path", metavar="PROXY.json", type=click.Path(dir_okay=False))
+@click.option("--space", type=SPACE, default=None, help="Default: the proxy's space.")
+@click.option("--dataset", type=DATASET, default=None, help="Default: the proxy's dataset (another one = transfer).")
+@click.option("--sample-size", type=int, default=500, show_default=True)
+@click.option("--sampling", type=SAMPLING, default="random", show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the evaluation sample.")
+@click.option("--archs", default=None, help="Comma-separated indices or arch strings instead of a sample.")
+@click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_common
+def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, device,
+          data_dir, cache_dir, no_cache, quiet):
+    """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
+    from greenmachine.proxyfile import load_proxy
+    from greenmachine.report import write_score_summary
+    from greenmachine.sampling import sample_indices
+    from greenmachine.scoring import score_tokens, write_scores_csv
+    from greenmachine.ui import Reporter
+    from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
+
+    proxy = load_proxy(proxy_path)
+    space = space or proxy.space or "tss"
+    dataset = dataset or proxy.dataset or "cifar10"
+    data = resolve_data_dir(data_dir)
+    reporter = Reporter(quiet=quiet)
+    with reporter.session():
+        truth = load_space_truth(data, space, reporter)
+        if archs:
+            indices = truth.parse_archs(archs.split(","), dataset)
+        else:
+            exclude = proxy.sample_indices if exclude_evolution_sample else []
+            if exclude_evolution_sample and proxy.space not in (None, space):
+                exclude = []  # another space: its indices name other networks
+            indices = sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
+        # the proxy's own probe protocol (minibatch size and seed, initialisation seed), on the scored dataset
+        settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
+                                  device, init_seed=proxy.probe.get("init_seed"))
+        result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data, cache=_cache(cache_dir, no_cache),
+                              reporter=reporter)
+    if out_path:
+        write_scores_csv(result, out_path)
+        write_score_summary(result, proxy_path, space, dataset, sampling if not archs else "archs", seed,
+                            Path(out_path).with_suffix(".json"))
+    click.echo(f"architectures={len(result.indices)} space={space} dataset={dataset}")
+    click.echo(f"kendall_tau={result.kendall_tau:.4f}")
+    click.echo(f"spearman_rho={result.spearman_rho:.4f}")
+    click.echo(f"seconds_per_network={result.seconds / max(1, len(result.indices)):.3f}")
+
+
+@cli.group()
+def truth() -> None:
+    """Ground-truth tables."""
+
+
+@truth.command("export")
+@click.option("--space", type=SPACE, required=True)
+@click.option("--official", "official_dir", type=click.Path(), required=True,
+              help="Official NATS-Bench directory, e.g. NATS-sss-v1_0-50262-simple.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="CSV to write; put it at DATA/nats/<space>-hp<200|90>.csv to have it found.")
+@click.option("--quiet", is_flag=True)
+def truth_export(space, official_dir, out_path, quiet):
+    """Read an official directory once and write the compact table (index, arch, accuracies, train times)."""
+    from greenmachine.truth import export_table, load_official
+    from greenmachine.ui import Reporter
+
+    reporter = Reporter(quiet=quiet)
+    with reporter.session():
+        gt = load_official(official_dir, space, progress=lambda todo: reporter.track(todo, len(todo), "reading records"))
+    rows = export_table(gt, out_path)
+    click.echo(f"wrote {rows} architectures to {out_path}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Markdown file to write.")
+def report(runs, out_path):
+    """Markdown table of measured Kendall tau (from each run's scores.json) beside the published values."""
+    from greenmachine.report import reproduction_table
+
+    text = reproduction_table([Path(r) for r in runs])
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_path).write_text(text)
+    click.echo(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and turn every error into one line on stderr and a non-zero exit."""
+    torch.set_num_threads(int(os.environ.get("GREENMACHINE_THREADS", torch.get_num_threads())))
+    try:
+        code = cli.main(args=argv, prog_name="greenmachine", standalone_mode=False)
+    except GreenmachineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code or 1)
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("interrupted: what was written so far is kept (resume an evolution with --resume)", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if os.environ.get("GREENMACHINE_DEBUG"):
+            raise
+        click.echo(f"error: internal error {type(exc).__name__}: {exc} (GREENMACHINE_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,102 @@
+"""Evolution settings: a dataclass, read from TOML files under ``configs/`` and overridden by CLI options."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from greenmachine.datasets import check_dataset
+from greenmachine.errors import GreenmachineError
+from greenmachine.sampling import SAMPLINGS
+from greenmachine.spaces import check_space
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """One evolution run. The defaults are those of ``configs/default.toml`` (2-core CPU, < 15 minutes)."""
+
+    space: str = "tss"
+    dataset: str = "cifar10"
+    sampling: str = "stratified"
+    sample_size: int = 100
+    strata: int = 10
+    population: int = 40
+    generations: int = 12
+    tournament_size: int = 4
+    crossover_prob: float = 0.6
+    mutation_prob: float = 0.3
+    elitism: int = 1
+    max_height: int = 10
+    init_min_depth: int = 2
+    init_max_depth: int = 5
+    hall_of_fame: int = 5
+    seed_classics: bool = True  # put the classic proxies (synflow, snip, grad_norm, naswot, ...) in generation 0
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 1
+    # the held-out evaluation that `make` reproduction targets run after evolving
+    eval_sample_size: int = 500
+    eval_sampling: str = "random"
+
+    def validate(self) -> "EvolveConfig":
+        check_space(self.space)
+        check_dataset(self.dataset)
+        for name in ("sampling", "eval_sampling"):
+            if getattr(self, name) not in SAMPLINGS:
+                raise GreenmachineError(f"{name} must be one of {', '.join(SAMPLINGS)}, not {getattr(self, name)!r}")
+        positive = ("sample_size", "population", "tournament_size", "max_height", "hall_of_fame", "batch_size",
+                    "workers", "strata", "eval_sample_size", "init_min_depth")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise GreenmachineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.generations < 0 or self.elitism < 0:
+            raise GreenmachineError("generations and elitism cannot be negative")
+        if self.init_max_depth < self.init_min_depth or self.init_max_depth >= self.max_height:
+            raise GreenmachineError("need init_min_depth <= init_max_depth < max_height")
+        for name in ("crossover_prob", "mutation_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise GreenmachineError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise GreenmachineError(f"device must be cpu or cuda, not {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, **kwargs: Any) -> "EvolveConfig":
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "config") -> "EvolveConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise GreenmachineError(f"{origin}: unknown setting(s) {', '.join(unknown)}")
+        defaults = cls()
+        for key, value in data.items():
+            want = type(getattr(defaults, key))
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not want:
+                raise GreenmachineError(f"{origin}: {key} must be {want.__name__}, got {value!r}")
+            data = {**data, key: value}
+        return replace(defaults, **data)
+
+
+def load_config(path: str | Path | None) -> EvolveConfig:
+    """Read a TOML config (flat keys, or under an ``[evolve]`` table); None gives the defaults."""
+    if path is None:
+        return EvolveConfig()
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise GreenmachineError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise GreenmachineError(f"config file {path} is not valid TOML: {exc}") from None
+    data = data.get("evolve", data)
+    return EvolveConfig.from_dict(data, origin=str(path))

@@ -1,0 +1,368 @@
+"""The GP language: typed primitives over network terminals, and a safe evaluator for its trees.
+
+Types (DEAP ``PrimitiveSetTyped`` needs classes):
+
+* ``WTensor`` / ``ATensor``: a tensor per layer, weight side (every Conv2d/Linear: ``weight``, ``grad``,
+  ``synflow_grad``) or activation side (every ReLU: channel means ``act``, ``act_grad``);
+* ``KTensor``: a B x B kernel per ReLU (``relu_kernel``: NASWOT's Hamming kernel; ``act_cosine``);
+* ``WLayer`` / ``ALayer``: one number per layer, made by a per-layer reduction;
+* ``Net``: one score per network, made by aggregating layers (or the log-determinant of the summed kernels).
+
+Every operator is protected (division by ~0 returns 1, log of 0 returns 0, logdet of a singular kernel returns
+-1e6) so that a random tree returns numbers; whatever is still NaN or infinite gives the worst fitness.
+
+Trees are stored and exchanged as lists of primitive names in prefix order. :func:`tree_from_tokens` checks every
+name and type against the primitive set before it builds a tree, and :func:`evaluate` walks the list with the
+implementations below: no ``eval``, no ``gp.compile``, no pickle, so a shared proxy file can never run code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Sequence
+
+import torch
+from deap import gp
+
+from greenmachine.errors import GreenmachineError
+from greenmachine.terminals import Family, ProbeBatch
+
+
+class WTensor: ...
+
+
+class ATensor: ...
+
+
+class KTensor: ...
+
+
+class WLayer: ...
+
+
+class ALayer: ...
+
+
+class Net: ...
+
+
+TYPES = {t.__name__: t for t in (WTensor, ATensor, KTensor, WLayer, ALayer, Net)}
+EPS = 1e-12
+LOGDET_FLOOR = -1e6
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    args: tuple[type, ...]
+    ret: type
+    fn: Callable  # fn(batch, *argument values) -> value
+    doc: str = ""
+
+    @property
+    def arity(self) -> int:
+        return len(self.args)
+
+
+def pdiv(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    ok = y.abs() > EPS
+    return torch.where(ok, x / torch.where(ok, y, torch.ones_like(y)), torch.ones_like(x))
+
+
+def plog(x: torch.Tensor) -> torch.Tensor:
+    a = x.abs()
+    return torch.where(a > 0, torch.log(a.clamp_min(torch.finfo(a.dtype).tiny)), torch.zeros_like(a))
+
+
+def psqrt(x: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(x.abs())
+
+
+def plogdet(k: torch.Tensor) -> torch.Tensor:
+    """log|det K| (NASWOT's score), with singular kernels floored at LOGDET_FLOOR."""
+    _, logabs = torch.linalg.slogdet(k)
+    return torch.where(torch.isfinite(logabs), logabs, torch.full_like(logabs, LOGDET_FLOOR))
+
+
+ELEMENTWISE_UNARY: dict[str, tuple[Callable, str]] = {
+    "abs": (torch.abs, "|x|"),
+    "square": (torch.square, "x^2"),
+    "sqrt": (psqrt, "sqrt|x|"),
+    "log": (plog, "log|x| (0 at 0)"),
+    "neg": (torch.neg, "-x"),
+    "relu": (torch.relu, "max(x, 0)"),
+    "sigmoid": (torch.sigmoid, "1/(1+e^-x)"),
+}
+BINARY: dict[str, tuple[Callable, str]] = {
+    "add": (torch.add, "x + y"),
+    "sub": (torch.sub, "x - y"),
+    "mul": (torch.mul, "x * y"),
+    "div": (pdiv, "x / y (1 where |y| < 1e-12)"),
+}
+SCALAR_UNARY = {k: ELEMENTWISE_UNARY[k] for k in ("abs", "sqrt", "log", "neg")}
+
+
+def _segment_std(fam: Family, x: torch.Tensor) -> torch.Tensor:
+    mean = fam.per_layer(x, "mean")
+    return torch.sqrt((fam.per_layer(x * x, "mean") - mean * mean).clamp_min(0))
+
+
+def _standardize(fam: Family, x: torch.Tensor) -> torch.Tensor:
+    mean = fam.broadcast(fam.per_layer(x, "mean"))
+    std = fam.broadcast(_segment_std(fam, x))
+    return pdiv(x - mean, std)
+
+
+REDUCTIONS: dict[str, tuple[Callable[[Family, torch.Tensor], torch.Tensor], str]] = {
+    "sum": (lambda f, x: f.per_layer(x, "sum"), "sum over the layer"),
+    "mean": (lambda f, x: f.per_layer(x, "mean"), "mean over the layer"),
+    "norm": (lambda f, x: torch.sqrt(f.per_layer(x * x, "sum")), "L2 norm of the layer"),
+    "max": (lambda f, x: f.per_layer(x, "max"), "largest element of the layer"),
+    "std": (_segment_std, "standard deviation over the layer"),
+    "count": (lambda f, x: f.lengths.to(x.dtype), "number of elements of the layer"),
+}
+
+
+def _family_ops(prefix: str, tensor_t: type, layer_t: type, family: Callable[[ProbeBatch], Family]) -> list[Op]:
+    ops: list[Op] = []
+    for name, (fn, doc) in ELEMENTWISE_UNARY.items():
+        ops.append(Op(f"{prefix}_{name}", (tensor_t,), tensor_t, lambda b, x, fn=fn: fn(x), doc))
+    ops.append(
+        Op(f"{prefix}_standardize", (tensor_t,), tensor_t, lambda b, x: _standardize(family(b), x), "(x-mean)/std per layer")
+    )
+    for name, (fn, doc) in BINARY.items():
+        ops.append(Op(f"{prefix}_{name}", (tensor_t, tensor_t), tensor_t, lambda b, x, y, fn=fn: fn(x, y), doc))
+    for name, (fn, doc) in REDUCTIONS.items():
+        ops.append(Op(f"{prefix}_{name}", (tensor_t,), layer_t, lambda b, x, fn=fn: fn(family(b), x), doc))
+    lp = prefix + "l"
+    for name, (fn, doc) in SCALAR_UNARY.items():
+        ops.append(Op(f"{lp}_{name}", (layer_t,), layer_t, lambda b, x, fn=fn: fn(x), doc))
+    for name, (fn, doc) in BINARY.items():
+        ops.append(Op(f"{lp}_{name}", (layer_t, layer_t), layer_t, lambda b, x, y, fn=fn: fn(x, y), doc))
+    ops.append(Op(f"{prefix}_sum_layers", (layer_t,), Net, lambda b, x: family(b).per_net(x, "sum"), "sum over layers"))
+    ops.append(
+        Op(f"{prefix}_mean_layers", (layer_t,), Net, lambda b, x: family(b).per_net(x, "mean"), "mean over layers")
+    )
+    return ops
+
+
+def _kernel_sum(b: ProbeBatch, k: torch.Tensor) -> torch.Tensor:
+    return torch.segment_reduce(k, "sum", lengths=b.kernel_layers_per_net, axis=0, unsafe=True)
+
+
+def _const(value: float, kind: str) -> Callable:
+    def fn(b: ProbeBatch) -> torch.Tensor:
+        n = b.n if kind == "net" else (b.weight.n_layers if kind == "w" else b.act.n_layers)
+        return torch.full((n,), value, dtype=b.dtype, device=b.device)
+
+    return fn
+
+
+def _terminal(family: str, name: str) -> Callable:
+    def fn(b: ProbeBatch) -> torch.Tensor:
+        store = {"w": b.weight.data, "a": b.act.data, "k": b.kernels}[family]
+        if name not in store:
+            raise GreenmachineError(f"terminal {name!r} was not probed for this sample")
+        return store[name]
+
+    return fn
+
+
+def build_ops() -> list[Op]:
+    ops = _family_ops("w", WTensor, WLayer, lambda b: b.weight) + _family_ops("a", ATensor, ALayer, lambda b: b.act)
+    ops += [
+        Op("k_add", (KTensor, KTensor), KTensor, lambda b, x, y: x + y, "sum of two kernels"),
+        Op("k_mul", (KTensor, KTensor), KTensor, lambda b, x, y: x * y, "elementwise product of two kernels"),
+        Op("k_logdet", (KTensor,), ALayer, lambda b, k: plogdet(k), "log|det| of each layer's kernel"),
+        Op("k_logdet_sum", (KTensor,), Net, lambda b, k: plogdet(_kernel_sum(b, k)), "log|det| of the summed kernel"),
+    ]
+    for name, (fn, doc) in {**SCALAR_UNARY, **BINARY}.items():
+        ops.append(Op(name, (Net,) * (2 if name in BINARY else 1), Net, lambda b, *xs, fn=fn: fn(*xs), doc))
+    # terminals (arity 0)
+    for name in ("weight", "grad", "synflow_grad"):
+        ops.append(Op(name, (), WTensor, _terminal("w", name), "weight-side terminal"))
+    for name in ("act", "act_grad"):
+        ops.append(Op(name, (), ATensor, _terminal("a", name), "activation-side terminal"))
+    for name in ("relu_kernel", "act_cosine"):
+        ops.append(Op(name, (), KTensor, _terminal("k", name), "kernel terminal"))
+    ops.append(Op("wl_one", (), WLayer, _const(1.0, "w"), "1 per weighted layer"))
+    ops.append(Op("al_one", (), ALayer, _const(1.0, "a"), "1 per ReLU"))
+    for name, value in (("c_half", 0.5), ("c_one", 1.0), ("c_two", 2.0), ("c_ten", 10.0)):
+        ops.append(Op(name, (), Net, _const(value, "net"), f"the constant {value}"))
+    return ops
+
+
+OPS: dict[str, Op] = {op.name: op for op in build_ops()}
+
+
+@lru_cache(maxsize=1)
+def primitive_set() -> gp.PrimitiveSetTyped:
+    """The DEAP primitive set. Its functions are the implementations above; it is never compiled."""
+    pset = gp.PrimitiveSetTyped("PROXY", [], Net)
+    for op in OPS.values():
+        if op.arity:
+            pset.addPrimitive(op.fn, list(op.args), op.ret, name=op.name)
+        else:
+            pset.addTerminal(op.name, op.ret, name=op.name)
+    return pset
+
+
+# ---- safe (de)serialisation -------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\()|(\))|(,))")
+
+
+def parse_expression(text: str) -> list[str]:
+    """Turn ``add(w_sum_layers(...), c_one)`` into prefix tokens, checking names and arities (no eval)."""
+    tokens: list[str] = []
+    pos = 0
+    stack: list[list[int]] = []  # [expected arity, seen args]
+    expect_arg = True
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            if text[pos:].strip() == "":
+                break
+            raise GreenmachineError(f"cannot parse the proxy expression at {text[pos:pos + 20]!r}")
+        pos = m.end()
+        name, lpar, rpar, comma = m.groups()
+        if name:
+            if not expect_arg:
+                raise GreenmachineError(f"unexpected {name!r} in the proxy expression")
+            if name not in OPS:
+                raise GreenmachineError(f"unknown primitive {name!r} in the proxy expression")
+            tokens.append(name)
+            if OPS[name].arity:
+                m2 = _TOKEN.match(text, pos)
+                if not m2 or not m2.group(2):
+                    raise GreenmachineError(f"primitive {name!r} needs '(' and {OPS[name].arity} arguments")
+                pos = m2.end()
+                stack.append([OPS[name].arity, 0])
+                expect_arg = True
+            else:
+                expect_arg = False
+                if stack:
+                    stack[-1][1] += 1
+        elif comma:
+            if not stack or expect_arg or stack[-1][1] >= stack[-1][0]:
+                raise GreenmachineError("misplaced ',' in the proxy expression")
+            expect_arg = True
+        elif rpar:
+            if not stack or expect_arg or stack[-1][1] != stack[-1][0]:
+                raise GreenmachineError("wrong number of arguments before ')' in the proxy expression")
+            stack.pop()
+            expect_arg = False
+            if stack:
+                stack[-1][1] += 1
+        elif lpar:
+            raise GreenmachineError("unexpected '(' in the proxy expression")
+    if stack or not tokens:
+        raise GreenmachineError("the proxy expression is incomplete")
+    check_tokens(tokens)
+    return tokens
+
+
+def check_tokens(tokens: Sequence[str]) -> None:
+    """Check a prefix token list: known names, matching types, one complete tree whose root is a Net score."""
+    if not isinstance(tokens, (list, tuple)) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise GreenmachineError("a proxy tree must be a non-empty list of primitive names")
+    pos = 0
+
+    def walk(expected: type) -> None:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise GreenmachineError("the proxy tree ends early: a primitive lacks arguments")
+        name = tokens[pos]
+        op = OPS.get(name)
+        if op is None:
+            raise GreenmachineError(f"unknown primitive {name!r} in the proxy tree")
+        if op.ret is not expected:
+            raise GreenmachineError(f"{name!r} returns {op.ret.__name__} where {expected.__name__} is needed")
+        pos += 1
+        for arg in op.args:
+            walk(arg)
+
+    walk(Net)
+    if pos != len(tokens):
+        raise GreenmachineError("the proxy tree has extra tokens after its end")
+
+
+def tree_from_tokens(tokens: Sequence[str]) -> gp.PrimitiveTree:
+    check_tokens(tokens)
+    pset = primitive_set()
+    return gp.PrimitiveTree([pset.mapping[t] for t in tokens])
+
+
+def tree_tokens(tree: gp.PrimitiveTree) -> list[str]:
+    return [node.name for node in tree]
+
+
+def tree_expression(tokens: Sequence[str]) -> str:
+    """Readable infix-call form, e.g. ``k_logdet_sum(relu_kernel)``."""
+    out: list[str] = []
+    pos = 0
+
+    def walk() -> None:
+        nonlocal pos
+        op = OPS[tokens[pos]]
+        pos += 1
+        out.append(op.name)
+        if op.arity:
+            out.append("(")
+            for i in range(op.arity):
+                if i:
+                    out.append(", ")
+                walk()
+            out.append(")")
+
+    walk()
+    return "".join(out)
+
+
+def terminals_of(tokens: Sequence[str]) -> set[str]:
+    return {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, KTensor)}
+
+
+SMALL_TYPES = (Net, WLayer, ALayer)
+
+
+def evaluate(tokens: Sequence[str], batch: ProbeBatch) -> torch.Tensor:
+    """Score every network of ``batch`` with the tree; returns a float tensor of length ``batch.n``.
+
+    Results of per-layer and per-network subtrees are memoised in the batch, since a population shares many.
+    """
+    tokens = tuple(tokens)
+    ends = _subtree_ends(tokens)
+
+    def walk(i: int) -> torch.Tensor:
+        op = OPS[tokens[i]]
+        small = op.ret in SMALL_TYPES and op.arity
+        if small:
+            key = tokens[i : ends[i]]
+            hit = batch.recall(key)
+            if hit is not None:
+                return hit
+        args = []
+        j = i + 1
+        for _ in range(op.arity):
+            args.append(walk(j))
+            j = ends[j]
+        value = op.fn(batch, *args)
+        if small:
+            batch.remember(key, value)
+        return value
+
+    with torch.no_grad():
+        return walk(0).to(torch.float64)
+
+
+def _subtree_ends(tokens: Sequence[str]) -> list[int]:
+    ends = [0] * len(tokens)
+    for i in range(len(tokens) - 1, -1, -1):
+        j = i + 1
+        for _ in range(OPS[tokens[i]].arity):
+            j = ends[j]
+        ends[i] = j
+    return ends

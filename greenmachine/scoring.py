@@ -1,0 +1,93 @@
+"""Score a proxy on architectures it never saw: probe each network afresh (or from the cache), rank, correlate."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from greenmachine.cache import ProbeCache, probe_sample
+from greenmachine.executor import Executor, SerialExecutor
+from greenmachine.fitness import rank_correlations
+from greenmachine.primitives import evaluate, terminals_of
+from greenmachine.probing import ProbeSettings, groups_for
+from greenmachine.terminals import ProbeBatch
+from greenmachine.truth import GroundTruth
+from greenmachine.ui import Reporter
+
+CHUNK = 50  # networks per probe batch: bounds memory, whatever the sample size
+
+
+@dataclass
+class ScoreResult:
+    indices: list[int]
+    archs: list[str]
+    scores: np.ndarray
+    accuracy: np.ndarray
+    kendall_tau: float
+    spearman_rho: float
+    probe_seconds: float
+    seconds: float
+
+
+def score_tokens(
+    tokens: Sequence[str],
+    truth: GroundTruth,
+    dataset: str,
+    indices: Sequence[int],
+    settings: ProbeSettings,
+    data_dir: str | Path,
+    cache: ProbeCache | None = None,
+    executor: Executor | None = None,
+    reporter: Reporter | None = None,
+) -> ScoreResult:
+    """Probe only the passes the tree needs, in chunks, and evaluate the tree on every network."""
+    start = time.perf_counter()
+    reporter = reporter or Reporter(quiet=True)
+    executor = executor or SerialExecutor()
+    groups = groups_for(terminals_of(tokens)) or ("ce",)  # a tree of constants still needs the layer structure
+    items = [(int(i), truth.arch(int(i))) for i in indices]
+    scores: list[np.ndarray] = []
+    probe_seconds = 0.0
+    advance = reporter.task("probing and scoring", len(items))
+    for lo in range(0, len(items), CHUNK):
+        chunk = items[lo : lo + CHUNK]
+
+        probed = [0]
+
+        def progress(it, total):
+            for probe in it:
+                probed[0] += 1
+                advance()
+                yield probe
+
+        probes = probe_sample(chunk, settings, data_dir, groups=groups, cache=cache, executor=executor, progress=progress)
+        for _ in range(len(chunk) - probed[0]):  # the networks that came from the cache
+            advance()
+        probe_seconds += sum(p.seconds for p in probes)
+        batch = ProbeBatch(probes, device=settings.device)
+        del probes
+        scores.append(evaluate(tokens, batch).cpu().numpy())
+    values = np.concatenate(scores)
+    accuracy = truth.acc(dataset, [i for i, _ in items])
+    tau, rho = rank_correlations(values, accuracy)
+    return ScoreResult([i for i, _ in items], [a for _, a in items], values, accuracy, tau, rho, probe_seconds,
+                       time.perf_counter() - start)
+
+
+def write_scores_csv(result: ScoreResult, path: str | Path, extra: dict[str, Sequence] | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    extra = extra or {}
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "arch", "score", "accuracy", *extra])
+        for k, (i, a, s, acc) in enumerate(zip(result.indices, result.archs, result.scores, result.accuracy)):
+            w.writerow([i, a, repr(float(s)), repr(float(acc)), *(col[k] for col in extra.values())])
+    os.replace(tmp, path)

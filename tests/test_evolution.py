@@ -1,0 +1,68 @@
+"""Genetic programming: reproducible from a seed, resumable from its checkpoint, bloat-limited."""
+
+import json
+
+import pytest
+
+from greenmachine.config import EvolveConfig
+from greenmachine.errors import GreenmachineError
+from greenmachine.evolution import run_evolution
+from greenmachine.proxyfile import load_proxy
+
+TINY = EvolveConfig(sample_size=12, population=10, generations=3, batch_size=16, max_height=6, init_max_depth=4,
+                    strata=4, seed=7)
+
+
+def run(tmp_path, name, data_dir, truth, cache, config=TINY, resume=False):
+    return run_evolution(config, truth, data_dir, tmp_path / name, cache=cache, resume=resume)
+
+
+def test_same_seed_same_best_tree_and_history(tmp_path, data_dir, tss_truth, cache):
+    a = run(tmp_path, "a", data_dir, tss_truth, cache)
+    b = run(tmp_path, "b", data_dir, tss_truth, cache)
+    assert a.best_tokens == b.best_tokens and a.best_fitness == b.best_fitness
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert [r["generation"] for r in a.history] == [0, 1, 2, 3]
+    assert all(r["height_max"] <= TINY.max_height for r in a.history)
+    # results on disk: proxy.json reloads to the same tree; the history is complete
+    proxy = load_proxy(tmp_path / "a" / "proxy.json")
+    assert proxy.tokens == a.best_tokens and proxy.fitness == a.best_fitness
+    assert proxy.sample_indices == a.sample_indices and proxy.seed == 7 and proxy.config["population"] == 10
+    data = json.loads((tmp_path / "a" / "proxy.json").read_text())
+    assert {"torch", "deap", "nats_bench", "xautodl"} <= set(data["versions"])
+    assert (tmp_path / "a" / "history.csv").read_text().count("\n") == 5
+    assert "generation 3" in (tmp_path / "a" / "evolve.log").read_text()
+
+
+def test_other_seed_other_sample(tmp_path, data_dir, tss_truth, cache):
+    a = run(tmp_path, "a", data_dir, tss_truth, cache, TINY.override(seed=8, generations=0))
+    b = run(tmp_path, "b", data_dir, tss_truth, cache, TINY.override(generations=0))
+    assert a.sample_indices != b.sample_indices
+
+
+def test_resume_continues_exactly(tmp_path, data_dir, tss_truth, cache):
+    straight = run(tmp_path, "straight", data_dir, tss_truth, cache)
+    run(tmp_path, "stopped", data_dir, tss_truth, cache, TINY.override(generations=1))
+    resumed = run(tmp_path, "stopped", data_dir, tss_truth, cache, resume=True)
+    assert resumed.best_tokens == straight.best_tokens
+    assert [r["best"] for r in resumed.history] == [r["best"] for r in straight.history]
+    assert [r["mean"] for r in resumed.history] == [r["mean"] for r in straight.history]
+
+
+def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):
+    run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0))
+    with pytest.raises(GreenmachineError, match="already holds a run"):
+        run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0))
+    with pytest.raises(GreenmachineError, match="other settings"):
+        run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(population=12), resume=True)
+    with pytest.raises(GreenmachineError, match="no checkpoint"):
+        run(tmp_path, "none", data_dir, tss_truth, cache, resume=True)
+
+
+def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cache):
+    res = run(tmp_path, "s", data_dir, tss_truth, cache, TINY.override(generations=0, population=6))
+    check = json.loads((tmp_path / "s" / "checkpoint.json").read_text())
+    first = [" ".join(t) for t, _ in check["population"]]
+    assert "k_logdet_sum relu_kernel" in first
+    assert res.best_fitness >= max(f for _, f in check["population"]) - 1e-12

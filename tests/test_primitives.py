@@ -1,0 +1,120 @@
+"""The GP language: the classic proxies as trees equal their direct implementations on real networks and
+images; trees load safely; random trees never crash."""
+
+import builtins
+import random
+
+import numpy as np
+import pytest
+import torch
+from deap import gp
+
+from greenmachine.baselines import ProxyInputs, get_proxy
+from greenmachine.cache import probe_sample
+from greenmachine.classic import classic_tokens
+from greenmachine.datasets import probe_batch
+from greenmachine.errors import GreenmachineError
+from greenmachine.fitness import WORST_FITNESS, kendall_fitness
+from greenmachine.primitives import (
+    check_tokens,
+    evaluate,
+    parse_expression,
+    primitive_set,
+    tree_expression,
+    tree_from_tokens,
+    tree_tokens,
+)
+from greenmachine.probing import ProbeSettings, init_network
+from greenmachine.terminals import ProbeBatch
+
+INDICES = (11, 284, 1, 7)  # official records 11 and 284, and two more
+
+
+@pytest.fixture(scope="module")
+def sample(tss_truth, data_dir, cache):
+    settings = ProbeSettings("tss", "cifar10", batch_size=32, batch_seed=0, init_seed=0)
+    items = [(i, tss_truth.arch(i)) for i in INDICES]
+    probes = probe_sample(items, settings, data_dir, cache=cache)
+    images, labels = probe_batch(str(data_dir), "cifar10", 32, 0)
+    direct_inputs = [
+        ProxyInputs(init_network("tss", a, "cifar10", 0, i), images, labels, 10, seed=0) for i, a in items
+    ]
+    return ProbeBatch(probes), direct_inputs
+
+
+@pytest.mark.parametrize("name,rel", [("synflow", 1e-9), ("snip", 1e-4), ("grad_norm", 1e-4), ("naswot", 1e-9)])
+def test_classic_trees_equal_direct_implementations(sample, name, rel):
+    batch, direct_inputs = sample
+    tree_scores = evaluate(classic_tokens(name), batch).numpy()
+    direct = np.array([get_proxy(name)(inp) for inp in direct_inputs])
+    np.testing.assert_allclose(tree_scores, direct, rtol=rel)
+    assert np.ptp(direct) > 0  # the networks differ, so equality is not by accident
+
+
+def test_expression_round_trip():
+    for name in ("synflow", "snip", "grad_norm", "naswot", "conv_params"):
+        tokens = classic_tokens(name)
+        assert parse_expression(tree_expression(tokens)) == tokens
+        assert tree_tokens(tree_from_tokens(tokens)) == tokens
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("__import__('os').system('echo hi')", "unknown primitive"),
+        ("add(c_one)", "wrong number"),
+        ("w_sum_layers(weight)", "returns WTensor"),
+        ("add(c_one, c_two) c_one", "unexpected"),
+        ("eval", "unknown primitive"),
+        ("", "incomplete"),
+    ],
+)
+def test_malicious_or_malformed_expressions_are_rejected(text, match):
+    with pytest.raises(GreenmachineError, match=match):
+        parse_expression(text)
+
+
+def test_token_lists_are_checked():
+    with pytest.raises(GreenmachineError, match="extra tokens"):
+        check_tokens(["c_one", "c_two"])
+    with pytest.raises(GreenmachineError, match="ends early"):
+        check_tokens(["add", "c_one"])
+    with pytest.raises(GreenmachineError, match="returns"):
+        check_tokens(["weight"])  # a tensor, not a network score
+
+
+def test_evaluation_never_evals(sample, monkeypatch):
+    batch, _ = sample
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("eval/compile called")
+
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(gp, "compile", forbidden)
+    tokens = parse_expression("add(log(w_sum_layers(w_sum(w_abs(w_mul(weight, synflow_grad))))), k_logdet_sum(relu_kernel))")
+    assert evaluate(tokens, batch).shape == (len(INDICES),)
+
+
+def test_random_trees_never_crash_and_bad_ones_get_worst_fitness(sample):
+    batch, _ = sample
+    random.seed(0)
+    pset = primitive_set()
+    acc = np.arange(len(INDICES), dtype=float)
+    fits = []
+    for _ in range(150):
+        tree = gp.PrimitiveTree(gp.genHalfAndHalf(pset, 1, 5))
+        scores = evaluate(tree_tokens(tree), batch).numpy()
+        fit = kendall_fitness(scores, acc)
+        assert -1.0 <= fit <= 1.0
+        if not np.all(np.isfinite(scores)) or np.ptp(scores) == 0:
+            assert fit == WORST_FITNESS
+        fits.append(fit)
+    assert len(set(fits)) > 3
+
+
+def test_fitness_rules():
+    acc = np.array([1.0, 2.0, 3.0])
+    assert kendall_fitness(np.array([1.0, 2.0, 3.0]), acc) == pytest.approx(1.0)
+    assert kendall_fitness(np.array([1.0, np.nan, 3.0]), acc) == WORST_FITNESS
+    assert kendall_fitness(np.array([1.0, np.inf, 3.0]), acc) == WORST_FITNESS
+    assert kendall_fitness(np.array([2.0, 2.0, 2.0]), acc) == WORST_FITNESS

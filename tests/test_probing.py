@@ -1,0 +1,66 @@
+"""Probing and the disk cache: what one pass captures, and that a second run does not probe again."""
+
+import pytest
+import torch
+
+from greenmachine import cache as cache_module
+from greenmachine.cache import ProbeCache, probe_sample
+from greenmachine.probing import GROUPS, ProbeSettings, init_network, probe_network, weighted_layers
+from greenmachine.datasets import probe_batch
+
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|avg_pool_3x3~2|"  # official index 11
+
+
+def test_one_pass_captures_every_terminal(data_dir):
+    settings = ProbeSettings("tss", "cifar10", batch_size=16)
+    x, y = probe_batch(str(data_dir), "cifar10", 16, 0)
+    probe = probe_network(11, ARCH, settings, x, y)
+    net = init_network("tss", ARCH, "cifar10", 0, 11)
+    n_layers = len(weighted_layers(net))
+    n_relus = sum(isinstance(m, torch.nn.ReLU) for m in net.modules())
+    for name in ("weight", "grad", "synflow_grad"):
+        assert len(probe.tensors[name]) == n_layers
+    for name in ("act", "act_grad", "relu_kernel", "act_cosine"):
+        assert len(probe.tensors[name]) == n_relus
+    assert probe.tensors["relu_kernel"][0].shape == (16, 16)
+    assert probe.tensors["synflow_grad"][0].dtype == torch.float64
+    # the probe's weights are the seeded initialisation
+    assert torch.equal(probe.tensors["weight"][0], weighted_layers(net)[0].weight.detach().flatten())
+    # the ReLU kernel's diagonal is the number of units of that ReLU
+    assert float(probe.tensors["relu_kernel"][0][0, 0]) == probe.tensors["act"][0].shape[1] * 32 * 32
+
+
+def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
+    cache = ProbeCache(tmp_path)
+    settings = ProbeSettings("tss", "cifar10", batch_size=8)
+    items = [(11, ARCH)]
+    first = probe_sample(items, settings, data_dir, cache=cache)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("probed again despite the cache")
+
+    monkeypatch.setattr(cache_module, "probe_network", fail)
+    second = probe_sample(items, settings, data_dir, cache=cache)
+    for name in GROUPS["ce"] + GROUPS["synflow"]:
+        for a, b in zip(first[0].tensors[name], second[0].tensors[name]):
+            assert torch.equal(a, b)
+    # another minibatch seed is another key: it must probe
+    with pytest.raises(AssertionError, match="probed again"):
+        probe_sample(items, ProbeSettings("tss", "cifar10", batch_size=8, batch_seed=1), data_dir, cache=cache)
+
+
+def test_only_requested_passes_run(tmp_path, data_dir):
+    settings = ProbeSettings("tss", "cifar10", batch_size=8)
+    (probe,) = probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",), cache=ProbeCache(tmp_path))
+    assert set(probe.tensors) == {"synflow_grad"}
+    assert len(list(tmp_path.rglob("synflow-*.pt"))) == 1 and not list(tmp_path.rglob("ce-*.pt"))
+
+
+def test_truncated_cache_file_is_probed_again(tmp_path, data_dir):
+    cache = ProbeCache(tmp_path)
+    settings = ProbeSettings("tss", "cifar10", batch_size=8)
+    probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",), cache=cache)
+    (path,) = tmp_path.rglob("synflow-*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    (probe,) = probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",), cache=cache)
+    assert len(probe.tensors["synflow_grad"]) > 0
