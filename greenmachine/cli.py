@@ -95,13 +95,15 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
           data_dir, cache_dir, no_cache, quiet):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.proxyfile import load_proxy
-    from greenmachine.report import write_score_summary
+    from greenmachine.report import summary_path, write_score_summary
     from greenmachine.sampling import sample_indices
     from greenmachine.scoring import score_tokens, write_scores_csv
     from greenmachine.ui import Reporter
     from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
 
     proxy = load_proxy(proxy_path)
+    if out_path and Path(proxy_path).resolve() in (Path(out_path).resolve(), summary_path(out_path).resolve()):
+        raise GreenmachineError(f"--out {out_path} would overwrite the proxy file {proxy_path}")
     space = space or proxy.space or "tss"
     dataset = dataset or proxy.dataset or "cifar10"
     data = resolve_data_dir(data_dir)
@@ -123,7 +125,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     if out_path:
         write_scores_csv(result, out_path)
         write_score_summary(result, proxy_path, space, dataset, sampling if not archs else "archs", seed,
-                            Path(out_path).with_suffix(".json"))
+                            summary_path(out_path))
     click.echo(f"architectures={len(result.indices)} space={space} dataset={dataset}")
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")
@@ -155,10 +157,31 @@ def truth_export(space, official_dir, out_path, quiet):
 
 
 @cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Override the config's device.")
+@_common
+def reproduce(config_path, out_dir, device, data_dir, cache_dir, no_cache, quiet):
+    """A published setting: evolve with the config (resuming a stopped run), then score on a disjoint sample."""
+    from greenmachine.config import load_config
+    from greenmachine.reproduction import reproduce as run
+    from greenmachine.ui import Reporter
+    from greenmachine.workspace import resolve_data_dir
+
+    config = load_config(config_path).override(device=device).validate()
+    reporter = Reporter(quiet=quiet)
+    with reporter.session():
+        result = run(config, resolve_data_dir(data_dir), Path(out_dir), _cache(cache_dir, no_cache), reporter)
+    click.echo(f"architectures={len(result.indices)} held-out ({config.eval_sampling})")
+    click.echo(f"kendall_tau={result.kendall_tau:.4f}")
+    click.echo(f"spearman_rho={result.spearman_rho:.4f}")
+
+
+@cli.command()
 @click.argument("runs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True, help="Markdown file to write.")
 def report(runs, out_path):
-    """Markdown table of measured Kendall tau (from each run's scores.json) beside the published values."""
+    """Markdown table of measured Kendall tau (from each run's scores.summary.json) beside the published values."""
     from greenmachine.report import reproduction_table
 
     text = reproduction_table([Path(r) for r in runs])

@@ -20,10 +20,10 @@ class EvolveConfig:
     space: str = "tss"
     dataset: str = "cifar10"
     sampling: str = "stratified"
-    sample_size: int = 100
+    sample_size: int = 200
     strata: int = 10
-    population: int = 40
-    generations: int = 12
+    population: int = 60
+    generations: int = 20
     tournament_size: int = 4
     crossover_prob: float = 0.6
     mutation_prob: float = 0.3

@@ -4,6 +4,7 @@ Types (DEAP ``PrimitiveSetTyped`` needs classes):
 
 * ``WTensor`` / ``ATensor``: a tensor per layer, weight side (every Conv2d/Linear: ``weight``, ``grad``,
   ``synflow_grad``) or activation side (every ReLU: channel means ``act``, ``act_grad``);
+* ``ETensor``: per ReLU, the eigenvalues of the channel correlation matrix of one image's map (``corr_eig``);
 * ``KTensor``: a B x B kernel per ReLU (``relu_kernel``: NASWOT's Hamming kernel; ``act_cosine``);
 * ``WLayer`` / ``ALayer``: one number per layer, made by a per-layer reduction;
 * ``Net``: one score per network, made by aggregating layers (or the log-determinant of the summed kernels).
@@ -39,6 +40,9 @@ class ATensor: ...
 class KTensor: ...
 
 
+class ETensor: ...
+
+
 class WLayer: ...
 
 
@@ -48,7 +52,7 @@ class ALayer: ...
 class Net: ...
 
 
-TYPES = {t.__name__: t for t in (WTensor, ATensor, KTensor, WLayer, ALayer, Net)}
+TYPES = {t.__name__: t for t in (WTensor, ATensor, KTensor, ETensor, WLayer, ALayer, Net)}
 EPS = 1e-12
 LOGDET_FLOOR = -1e6
 
@@ -120,12 +124,21 @@ REDUCTIONS: dict[str, tuple[Callable[[Family, torch.Tensor], torch.Tensor], str]
     "mean": (lambda f, x: f.per_layer(x, "mean"), "mean over the layer"),
     "norm": (lambda f, x: torch.sqrt(f.per_layer(x * x, "sum")), "L2 norm of the layer"),
     "max": (lambda f, x: f.per_layer(x, "max"), "largest element of the layer"),
+    "min": (lambda f, x: f.per_layer(x, "min"), "smallest element of the layer"),
     "std": (_segment_std, "standard deviation over the layer"),
     "count": (lambda f, x: f.lengths.to(x.dtype), "number of elements of the layer"),
 }
 
 
-def _family_ops(prefix: str, tensor_t: type, layer_t: type, family: Callable[[ProbeBatch], Family]) -> list[Op]:
+def _family_ops(
+    prefix: str,
+    tensor_t: type,
+    layer_t: type,
+    family: Callable[[ProbeBatch], Family],
+    per_net: Callable[[ProbeBatch, torch.Tensor, str], torch.Tensor] | None = None,
+) -> list[Op]:
+    """Elementwise ops and per-layer reductions of one family; ``per_net`` (the aggregation of this layer type
+    over each network's layers) adds the layer-scalar arithmetic and the aggregators, once per layer type."""
     ops: list[Op] = []
     for name, (fn, doc) in ELEMENTWISE_UNARY.items():
         ops.append(Op(f"{prefix}_{name}", (tensor_t,), tensor_t, lambda b, x, fn=fn: fn(x), doc))
@@ -136,15 +149,15 @@ def _family_ops(prefix: str, tensor_t: type, layer_t: type, family: Callable[[Pr
         ops.append(Op(f"{prefix}_{name}", (tensor_t, tensor_t), tensor_t, lambda b, x, y, fn=fn: fn(x, y), doc))
     for name, (fn, doc) in REDUCTIONS.items():
         ops.append(Op(f"{prefix}_{name}", (tensor_t,), layer_t, lambda b, x, fn=fn: fn(family(b), x), doc))
+    if per_net is None:
+        return ops
     lp = prefix + "l"
     for name, (fn, doc) in SCALAR_UNARY.items():
         ops.append(Op(f"{lp}_{name}", (layer_t,), layer_t, lambda b, x, fn=fn: fn(x), doc))
     for name, (fn, doc) in BINARY.items():
         ops.append(Op(f"{lp}_{name}", (layer_t, layer_t), layer_t, lambda b, x, y, fn=fn: fn(x, y), doc))
-    ops.append(Op(f"{prefix}_sum_layers", (layer_t,), Net, lambda b, x: family(b).per_net(x, "sum"), "sum over layers"))
-    ops.append(
-        Op(f"{prefix}_mean_layers", (layer_t,), Net, lambda b, x: family(b).per_net(x, "mean"), "mean over layers")
-    )
+    for name, doc in (("sum", "sum over layers"), ("mean", "mean over layers")):
+        ops.append(Op(f"{prefix}_{name}_layers", (layer_t,), Net, lambda b, x, r=name: per_net(b, x, r), doc))
     return ops
 
 
@@ -154,7 +167,7 @@ def _kernel_sum(b: ProbeBatch, k: torch.Tensor) -> torch.Tensor:
 
 def _const(value: float, kind: str) -> Callable:
     def fn(b: ProbeBatch) -> torch.Tensor:
-        n = b.n if kind == "net" else (b.weight.n_layers if kind == "w" else b.act.n_layers)
+        n = b.n if kind == "net" else (b.weight.n_layers if kind == "w" else int(b.relu_layers_per_net.sum()))
         return torch.full((n,), value, dtype=b.dtype, device=b.device)
 
     return fn
@@ -162,7 +175,7 @@ def _const(value: float, kind: str) -> Callable:
 
 def _terminal(family: str, name: str) -> Callable:
     def fn(b: ProbeBatch) -> torch.Tensor:
-        store = {"w": b.weight.data, "a": b.act.data, "k": b.kernels}[family]
+        store = {"w": b.weight.data, "a": b.act.data, "e": b.spectrum.data, "k": b.kernels}[family]
         if name not in store:
             raise GreenmachineError(f"terminal {name!r} was not probed for this sample")
         return store[name]
@@ -171,7 +184,9 @@ def _terminal(family: str, name: str) -> Callable:
 
 
 def build_ops() -> list[Op]:
-    ops = _family_ops("w", WTensor, WLayer, lambda b: b.weight) + _family_ops("a", ATensor, ALayer, lambda b: b.act)
+    ops = _family_ops("w", WTensor, WLayer, lambda b: b.weight, lambda b, x, r: b.weight.per_net(x, r))
+    ops += _family_ops("a", ATensor, ALayer, lambda b: b.act, lambda b, x, r: b.relu_per_net(x, r))
+    ops += _family_ops("e", ETensor, ALayer, lambda b: b.spectrum)
     ops += [
         Op("k_add", (KTensor, KTensor), KTensor, lambda b, x, y: x + y, "sum of two kernels"),
         Op("k_mul", (KTensor, KTensor), KTensor, lambda b, x, y: x * y, "elementwise product of two kernels"),
@@ -185,6 +200,7 @@ def build_ops() -> list[Op]:
         ops.append(Op(name, (), WTensor, _terminal("w", name), "weight-side terminal"))
     for name in ("act", "act_grad"):
         ops.append(Op(name, (), ATensor, _terminal("a", name), "activation-side terminal"))
+    ops.append(Op("corr_eig", (), ETensor, _terminal("e", "corr_eig"), "channel-correlation eigenvalues per ReLU"))
     for name in ("relu_kernel", "act_cosine"):
         ops.append(Op(name, (), KTensor, _terminal("k", name), "kernel terminal"))
     ops.append(Op("wl_one", (), WLayer, _const(1.0, "w"), "1 per weighted layer"))
@@ -322,7 +338,7 @@ def tree_expression(tokens: Sequence[str]) -> str:
 
 
 def terminals_of(tokens: Sequence[str]) -> set[str]:
-    return {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, KTensor)}
+    return {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor)}
 
 
 SMALL_TYPES = (Net, WLayer, ALayer)

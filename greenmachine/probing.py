@@ -5,6 +5,9 @@ One call of :func:`probe_network` builds the network (seeded), runs
 * the **ce** pass: a train-mode forward/backward of the cross-entropy loss on the probe minibatch, capturing for
   every Conv2d/Linear layer its weight and weight gradient, and for every ReLU its pre-activation input and the
   gradient of the loss with respect to it; and
+* the **spectrum** pass: a forward pass of the same minibatch that keeps, per ReLU, the eigenvalues of the
+  C x C Pearson correlation matrix between the channels of the first image's pre-activation map (the quantity
+  MeCo takes the minimum of); and
 * the **synflow** pass: the network with BatchNorm removed (as in Tanaka et al. and the zero-cost-proxies code),
   weights replaced by their absolute values, in float64, fed an all-ones input; the gradient of the summed
   logits with respect to every Conv2d/Linear weight.
@@ -33,9 +36,11 @@ from greenmachine.spaces import build_network
 WEIGHT_TERMINALS = ("weight", "grad", "synflow_grad")
 ACT_TERMINALS = ("act", "act_grad")
 KERNEL_TERMINALS = ("relu_kernel", "act_cosine")
+SPECTRUM_TERMINALS = ("corr_eig",)
 GROUPS: dict[str, tuple[str, ...]] = {
     "ce": ("weight", "grad", "act", "act_grad", "relu_kernel", "act_cosine"),
     "synflow": ("synflow_grad",),
+    "spectrum": ("corr_eig",),
 }
 PROBE_VERSION = 2  # bump when what a probe captures changes: it is part of the cache key
 
@@ -150,6 +155,36 @@ def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict
     return out
 
 
+def channel_correlation_eigenvalues(fmap: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of the channel correlation matrix of one C x H x W map (NaN entries set to 0, as
+    in MeCo's code)."""
+    corr = torch.corrcoef(fmap.reshape(fmap.shape[0], -1).double())
+    corr = torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.linalg.eigvalsh(corr)
+
+
+def probe_spectrum(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """The spectrum pass (train mode, like the ce pass, so that BatchNorm sees the same batch statistics)."""
+    net.train()
+    eigs: list[torch.Tensor] = []
+
+    def pre_hook(_module, inputs):
+        x = inputs[0]
+        if x.dim() == 4:
+            eigs.append(channel_correlation_eigenvalues(x[0]).cpu())
+        else:  # a vector per image: one channel per unit, no spatial extent
+            eigs.append(torch.zeros(1, dtype=torch.float64))
+
+    handles = [m.register_forward_pre_hook(pre_hook) for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            net(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return {"corr_eig": eigs}
+
+
 def synflow_network(net: nn.Module) -> nn.Module:
     """A float64 copy of ``net`` without BatchNorm and with |weights|: the network synflow scores."""
     netc = copy.deepcopy(net)
@@ -208,6 +243,8 @@ def probe_network(
     groups = tuple(groups)
     if "synflow" in groups:  # before the ce pass, from the untouched initial weights
         tensors.update(probe_synflow(net, DATASETS[settings.dataset].resolution))
+    if "spectrum" in groups:  # forward only: BatchNorm running statistics do not change train-mode outputs
+        tensors.update(probe_spectrum(net, images.to(device)))
     if "ce" in groups:
         tensors.update(probe_ce(net, images.to(device), labels.to(device)))
     if device.type == "cuda":

@@ -35,6 +35,12 @@ def evolution_summary(config: EvolveConfig, result) -> Table:
     return table
 
 
+def summary_path(csv_path: str | Path) -> Path:
+    """Where the summary of a scores CSV goes: ``scores.csv`` -> ``scores.summary.json``."""
+    p = Path(csv_path)
+    return p.with_name(p.stem + ".summary.json")
+
+
 def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: str, seed: int, path: Path) -> None:
     summary = {
         "proxy": str(proxy_path),
@@ -56,7 +62,7 @@ def _fmt(x) -> str:
 
 
 def reproduction_table(run_dirs: list[Path]) -> str:
-    """One row per run folder that holds proxy.json and scores.json (made by the Makefile targets)."""
+    """One row per run folder that holds proxy.json and scores.summary.json (made by the Makefile targets)."""
     lines = [
         "| space | dataset | sampling | evolution sample | fitness (evolution sample) | held-out archs | "
         "Kendall tau (held-out) | Spearman rho | published tau (stratified) |",
@@ -64,9 +70,9 @@ def reproduction_table(run_dirs: list[Path]) -> str:
     ]
     baseline_lines: list[str] = []
     for run in run_dirs:
-        proxy_file, score_file = run / "proxy.json", run / "scores.json"
+        proxy_file, score_file = run / "proxy.json", summary_path(run / "scores.csv")
         if not proxy_file.is_file() or not score_file.is_file():
-            raise GreenmachineError(f"{run} lacks proxy.json or scores.json: run its make target first")
+            raise GreenmachineError(f"{run} lacks proxy.json or {score_file.name}: run its make target first")
         proxy = json.loads(proxy_file.read_text())
         scores = json.loads(score_file.read_text())
         space, dataset = proxy["space"], proxy["dataset"]

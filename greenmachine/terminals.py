@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from greenmachine.probing import ACT_TERMINALS, KERNEL_TERMINALS, WEIGHT_TERMINALS, NetworkProbe
+from greenmachine.probing import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS, WEIGHT_TERMINALS, NetworkProbe
 
 
 class Family:
@@ -66,20 +66,30 @@ class ProbeBatch:
         self.dtype = dtype
         self.weight = Family(probes, WEIGHT_TERMINALS, self.device)
         self.act = Family(probes, ACT_TERMINALS, self.device)
+        self.spectrum = Family(probes, SPECTRUM_TERMINALS, self.device)  # per ReLU too: scores land on ALayer
         self.kernels: dict[str, torch.Tensor] = {}
         self.kernel_layers_per_net = torch.zeros(self.n, dtype=torch.long)
         present = [n for n in KERNEL_TERMINALS if all(n in p.tensors for p in probes)]
         for name in present:
             self.kernels[name] = torch.stack([k for p in probes for k in p.tensors[name]]).to(self.device, dtype)
             self.kernel_layers_per_net = torch.tensor([len(p.tensors[name]) for p in probes], device=self.device)
+        # the ReLU-side layer structure, from whichever ReLU-side terminals were probed (a tree may need only one)
+        relu_sides = [f.layers_per_net for f in (self.act, self.spectrum) if f.data] + (
+            [self.kernel_layers_per_net] if self.kernels else []
+        )
+        self.relu_layers_per_net = relu_sides[0] if relu_sides else torch.zeros(self.n, dtype=torch.long)
         self.memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._memo_bytes = 0
 
+    def relu_per_net(self, layer_values: torch.Tensor, reduce: str) -> torch.Tensor:
+        return torch.segment_reduce(layer_values, reduce, lengths=self.relu_layers_per_net, unsafe=True)
+
     def terminals(self) -> set[str]:
-        return set(self.weight.data) | set(self.act.data) | set(self.kernels)
+        return set(self.weight.data) | set(self.act.data) | set(self.spectrum.data) | set(self.kernels)
 
     def nbytes(self) -> int:
-        tensors = [*self.weight.data.values(), *self.act.data.values(), *self.kernels.values()]
+        tensors = [*self.weight.data.values(), *self.act.data.values(), *self.spectrum.data.values(),
+                   *self.kernels.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def remember(self, key: tuple, value: torch.Tensor) -> None:

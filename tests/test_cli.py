@@ -58,7 +58,12 @@ def test_score_held_out_and_transfer(evolved, tmp_path, capsys, monkeypatch_modu
     assert len(rows) == 8 and {"index", "arch", "score", "accuracy"} <= set(rows[0])
     evo = set(json.loads((evolved / "proxy.json").read_text())["sample_indices"])
     assert not evo & {int(r["index"]) for r in rows}
-    assert json.loads(out.with_suffix(".json").read_text())["architectures"] == 8
+    assert json.loads((tmp_path / "scores.summary.json").read_text())["architectures"] == 8
+    # an --out that would overwrite the proxy file is refused
+    code, _, err = gm(capsys, "score", evolved / "proxy.json", "--archs", "3,17", "--out", evolved / "proxy.summary.json")
+    assert code == 2 and "overwrite" in err
+    code, _, err = gm(capsys, "score", evolved / "proxy.json", "--archs", "3,17", "--out", evolved / "proxy.json")
+    assert code == 2 and "overwrite" in err
     # transfer: the same proxy scored on CIFAR-100 and ImageNet16-120 ground truth
     for ds in ("cifar100", "ImageNet16-120"):
         code, stdout, _ = gm(capsys, "score", evolved / "proxy.json", "--dataset", ds, "--archs", "3,17,284", "--quiet")

@@ -20,7 +20,7 @@ def test_one_pass_captures_every_terminal(data_dir):
     n_relus = sum(isinstance(m, torch.nn.ReLU) for m in net.modules())
     for name in ("weight", "grad", "synflow_grad"):
         assert len(probe.tensors[name]) == n_layers
-    for name in ("act", "act_grad", "relu_kernel", "act_cosine"):
+    for name in ("act", "act_grad", "relu_kernel", "act_cosine", "corr_eig"):
         assert len(probe.tensors[name]) == n_relus
     assert probe.tensors["relu_kernel"][0].shape == (16, 16)
     assert probe.tensors["synflow_grad"][0].dtype == torch.float64
@@ -28,6 +28,11 @@ def test_one_pass_captures_every_terminal(data_dir):
     assert torch.equal(probe.tensors["weight"][0], weighted_layers(net)[0].weight.detach().flatten())
     # the ReLU kernel's diagonal is the number of units of that ReLU
     assert float(probe.tensors["relu_kernel"][0][0, 0]) == probe.tensors["act"][0].shape[1] * 32 * 32
+    # correlation eigenvalues: C of them, ascending, summing to the trace C (a correlation matrix, dead
+    # channels counted as 0)
+    eig = probe.tensors["corr_eig"][0]
+    assert eig.shape == (probe.tensors["act"][0].shape[1],) and torch.all(eig[1:] >= eig[:-1])
+    assert float(eig.sum()) <= eig.numel() + 1e-6
 
 
 def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
@@ -41,7 +46,7 @@ def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
 
     monkeypatch.setattr(cache_module, "probe_network", fail)
     second = probe_sample(items, settings, data_dir, cache=cache)
-    for name in GROUPS["ce"] + GROUPS["synflow"]:
+    for name in GROUPS["ce"] + GROUPS["synflow"] + GROUPS["spectrum"]:
         for a, b in zip(first[0].tensors[name], second[0].tensors[name]):
             assert torch.equal(a, b)
     # another minibatch seed is another key: it must probe
@@ -64,3 +69,17 @@ def test_truncated_cache_file_is_probed_again(tmp_path, data_dir):
     path.write_bytes(path.read_bytes()[:100])
     (probe,) = probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",), cache=cache)
     assert len(probe.tensors["synflow_grad"]) > 0
+
+
+def test_a_tree_needs_only_its_own_pass(tmp_path, data_dir, tss_truth):
+    """A ReLU-side tree scored from the spectrum pass alone equals the same tree on a full probe."""
+    from greenmachine.primitives import evaluate, parse_expression
+    from greenmachine.terminals import ProbeBatch
+
+    settings = ProbeSettings("tss", "cifar10", batch_size=8)
+    items = [(i, tss_truth.arch(i)) for i in (11, 284, 5)]
+    full = ProbeBatch(probe_sample(items, settings, data_dir, cache=ProbeCache(tmp_path)))
+    only = ProbeBatch(probe_sample(items, settings, data_dir, groups=("spectrum",)))
+    tokens = parse_expression("add(a_sum_layers(e_min(corr_eig)), a_mean_layers(al_one))")
+    assert torch.equal(evaluate(tokens, full), evaluate(tokens, only))
+    assert float(evaluate(tokens, only).abs().min()) > 0

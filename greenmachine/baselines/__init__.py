@@ -20,7 +20,8 @@ import torch.nn as nn
 from greenmachine.errors import GreenmachineError
 
 REGISTRY: dict[str, Callable[["ProxyInputs"], float]] = {}
-MODULES = ("synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen", "params", "flops", "zico")
+MODULES = ("synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen", "params", "flops", "zico",
+           "meco")
 
 
 def measure(name: str):

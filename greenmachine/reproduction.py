@@ -1,0 +1,35 @@
+"""A published setting end to end: evolve with its config, then score the best proxy on a disjoint sample.
+
+``make reproduce-<setting>`` calls this through ``greenmachine reproduce``; a stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from greenmachine.cache import ProbeCache
+from greenmachine.config import EvolveConfig
+from greenmachine.evolution import CHECKPOINT, run_evolution
+from greenmachine.proxyfile import load_proxy
+from greenmachine.report import summary_path, write_score_summary
+from greenmachine.sampling import sample_indices
+from greenmachine.scoring import ScoreResult, score_tokens, write_scores_csv
+from greenmachine.ui import Reporter
+from greenmachine.workspace import load_space_truth, probe_settings
+
+
+def reproduce(config: EvolveConfig, data_dir: Path, out_dir: Path, cache: ProbeCache, reporter: Reporter) -> ScoreResult:
+    config = config.validate()
+    truth = load_space_truth(data_dir, config.space, reporter)
+    resume = (out_dir / CHECKPOINT).is_file()
+    result = run_evolution(config, truth, data_dir, out_dir, cache=cache, resume=resume, reporter=reporter)
+    proxy = load_proxy(out_dir / "proxy.json")
+    held_out = sample_indices(truth, config.dataset, config.eval_sample_size, config.eval_sampling,
+                              seed=config.seed + 1, exclude=result.sample_indices, strata=config.strata)
+    settings = probe_settings(config.space, config.dataset, config.batch_size, config.seed, config.device)
+    scores = score_tokens(proxy.tokens, truth, config.dataset, held_out, settings, data_dir, cache=cache,
+                          reporter=reporter)
+    write_scores_csv(scores, out_dir / "scores.csv")
+    write_score_summary(scores, out_dir / "proxy.json", config.space, config.dataset, config.eval_sampling,
+                        config.seed + 1, summary_path(out_dir / "scores.csv"))
+    return scores
