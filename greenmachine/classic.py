@@ -18,15 +18,11 @@ CLASSIC_EXPRESSIONS: dict[str, str] = {
     # log|det K|, K the Hamming kernel of the binary ReLU patterns summed over ReLUs (Mellor et al. 2021)
     "naswot": "k_logdet_sum(relu_kernel)",
     # MeCo's statistic (Jiang et al. 2023) restricted to the ReLU inputs: sum of the minimum eigenvalue of the
-    # channel correlation matrix of the first image's map. Not used as a seed (CLASSIC_SEEDS): the GP finds it.
+    # channel correlation matrix of the first image's map
     "meco_relu": "a_sum_layers(e_min(corr_eig))",
     # number of Conv/Linear weights (BN and biases excluded)
     "conv_params": "w_sum_layers(w_count(weight))",
 }
-
-
-# the trees put in generation 0 when a config asks for seed_classics: the four classics of the issue and #params
-CLASSIC_SEEDS = ("synflow", "snip", "grad_norm", "naswot", "conv_params")
 
 
 def classic_tokens(name: str) -> list[str]:

@@ -53,9 +53,11 @@ def cli() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<space>-<dataset>-<seed>).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last generation.")
+@click.option("--seed-baselines/--no-seed-baselines", default=None,
+              help="Put the baselines the GP language expresses (synflow, snip, grad_norm, naswot, ...) in generation 0.")
 @_common
 def evolve(space, dataset, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
-           out_dir, device, resume, data_dir, cache_dir, no_cache, quiet):
+           out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
     from greenmachine.evolution import run_evolution
@@ -66,6 +68,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     config = load_config(config_path).override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
+        seed_classics=seed_baselines,
     ).validate()
     data = resolve_data_dir(data_dir)
     out = Path(out_dir or f"runs/{config.space}-{config.dataset}-{config.seed}")
@@ -130,6 +133,70 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")
     click.echo(f"seconds_per_network={result.seconds / max(1, len(result.indices)):.3f}")
+
+
+@cli.command()
+@click.option("--space", type=SPACE, default="tss", show_default=True)
+@click.option("--dataset", type=DATASET, default="cifar10", show_default=True)
+@click.option("--sample-size", type=int, default=500, show_default=True)
+@click.option("--sampling", type=SAMPLING, default="random", show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the sample.")
+@click.option("--archs", default=None, help="Comma-separated indices or arch strings instead of a sample.")
+@click.option("--proxies", default=None, help="Comma-separated baselines (default: all registered).")
+@click.option("--include", "includes", multiple=True, type=click.Path(dir_okay=False),
+              help="An evolved proxy.json to score beside the baselines (repeatable).")
+@click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the included proxies' samples.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images in the probe minibatch.")
+@click.option("--probe-seed", type=int, default=0, show_default=True,
+              help="Seed of the minibatch and of the initialisation (evolve's --seed gives the same protocol).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="CSV of per-architecture scores; a .summary.json and a .png land beside it.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_common
+def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, includes, exclude_evolution_sample,
+              batch_size, probe_seed, out_path, device, data_dir, cache_dir, no_cache, quiet):
+    """Score the hand-designed proxies (and evolved ones) on the same architectures, images and seeds."""
+    from greenmachine.comparison import DEFAULT_PROXIES, check_proxy_names, compare, scatter_figure, write_summary
+    from greenmachine.proxyfile import load_proxy
+    from greenmachine.report import comparison_table, summary_path
+    from greenmachine.sampling import sample_indices
+    from greenmachine.ui import Reporter, out_console
+    from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
+
+    names = check_proxy_names([p.strip() for p in proxies.split(",") if p.strip()] if proxies else DEFAULT_PROXIES)
+    evolved = {}
+    for path in includes:
+        p = Path(path)
+        key = "evolved_" + (p.parent.name if p.stem == "proxy" and p.parent.name else p.stem)
+        while key in evolved:
+            key += "_"
+        evolved[key] = load_proxy(p)
+    data = resolve_data_dir(data_dir)
+    reporter = Reporter(quiet=quiet)
+    with reporter.session():
+        truth = load_space_truth(data, space, reporter)
+        if archs:
+            indices = truth.parse_archs(archs.split(","), dataset)
+        else:
+            exclude = sorted({i for p in evolved.values() if p.space == space for i in p.sample_indices}) \
+                if exclude_evolution_sample else []
+            indices = sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
+        settings = probe_settings(space, dataset, batch_size, probe_seed, device)
+        result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
+                         cache=_cache(cache_dir, no_cache), reporter=reporter)
+    title = f"{space} / {dataset}: {len(indices)} architectures, batch {batch_size}"
+    out_console.print(comparison_table(result, title))
+    for s in result.ranked():
+        click.echo(f"{s.name}: kendall_tau={s.kendall_tau:.4f} spearman_rho={s.spearman_rho:.4f} "
+                   f"valid={s.valid} seconds_per_network={s.seconds_per_network:.3f}")
+    if out_path:
+        meta = {"space": space, "dataset": dataset, "sampling": sampling if not archs else "archs", "seed": seed,
+                "batch_size": batch_size, "probe_seed": probe_seed}
+        write_summary(result, summary_path(out_path), meta)
+        figure = scatter_figure(result, Path(out_path).with_suffix(".png"), title)
+        click.echo(f"csv={out_path}")
+        if figure:
+            click.echo(f"figure={figure}")
 
 
 @cli.group()

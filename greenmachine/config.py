@@ -32,7 +32,9 @@ class EvolveConfig:
     init_min_depth: int = 2
     init_max_depth: int = 5
     hall_of_fame: int = 5
-    seed_classics: bool = True  # put the classic proxies (synflow, snip, grad_norm, naswot, ...) in generation 0
+    # put the baselines that the GP language expresses (synflow, snip, grad_norm, naswot, #conv params, MeCo on
+    # ReLU inputs) in generation 0; off by default, so that what a run finds is found by evolution
+    seed_classics: bool = False
     batch_size: int = 64
     seed: int = 0
     device: str = "cpu"
@@ -40,6 +42,7 @@ class EvolveConfig:
     # the held-out evaluation that `make` reproduction targets run after evolving
     eval_sample_size: int = 500
     eval_sampling: str = "random"
+    eval_baselines: bool = True  # also score the hand-designed baselines on the held-out sample
 
     def validate(self) -> "EvolveConfig":
         check_space(self.space)

@@ -24,7 +24,7 @@ import numpy as np
 from deap import base, creator, gp, tools
 
 from greenmachine.cache import ProbeCache, probe_sample
-from greenmachine.classic import CLASSIC_SEEDS, classic_tokens
+from greenmachine.classic import CLASSIC_EXPRESSIONS, classic_tokens
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
@@ -243,7 +243,7 @@ def _run(config, truth, data_dir, files, cache, resume, reporter, executor, star
     finally:
         probe_executor.close()
     probe_seconds = time.perf_counter() - t0
-    batch = ProbeBatch(probes, device=config.device)
+    batch = ProbeBatch(probes, device=config.device, consume=True)
     del probes
     files.log.info("probed in %.1f s; terminals take %.1f MB", probe_seconds, batch.nbytes() / 1e6)
     accuracy = truth.acc(config.dataset, indices)
@@ -264,7 +264,7 @@ def _run(config, truth, data_dir, files, cache, resume, reporter, executor, star
         random.seed(config.seed)
         population = toolbox.population(n=config.population)
         if config.seed_classics:
-            seeds = [_individual(classic_tokens(name)) for name in CLASSIC_SEEDS][: config.population]
+            seeds = [_individual(classic_tokens(name)) for name in CLASSIC_EXPRESSIONS][: config.population]
             population[: len(seeds)] = seeds
         history = []
         first_gen = 0

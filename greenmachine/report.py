@@ -35,6 +35,17 @@ def evolution_summary(config: EvolveConfig, result) -> Table:
     return table
 
 
+def comparison_table(result, title: str) -> Table:
+    table = Table(title=title)
+    for col, just in (("proxy", "left"), ("kind", "left"), ("Kendall tau", "right"), ("Spearman rho", "right"),
+                      ("valid", "right"), ("s / network", "right")):
+        table.add_column(col, justify=just)
+    for s in result.ranked():
+        table.add_row(s.name, s.kind, _fmt(s.kendall_tau), _fmt(s.spearman_rho), str(s.valid),
+                      f"{s.seconds_per_network:.3f}")
+    return table
+
+
 def summary_path(csv_path: str | Path) -> Path:
     """Where the summary of a scores CSV goes: ``scores.csv`` -> ``scores.summary.json``."""
     p = Path(csv_path)
@@ -81,10 +92,11 @@ def reproduction_table(run_dirs: list[Path]) -> str:
             f"{_fmt(proxy['fitness']['kendall_tau'])} | {scores['architectures']} | {_fmt(scores['kendall_tau'])} | "
             f"{_fmt(scores['spearman_rho'])} | {_fmt(PUBLISHED_TAU.get((space, dataset)))} |"
         )
-        baselines = run / "baselines.json"
+        baselines = summary_path(run / "baselines.csv")
         if baselines.is_file():
             data = json.loads(baselines.read_text())
-            best = max(data["proxies"], key=lambda p: -2 if p["kendall_tau"] is None else p["kendall_tau"])
+            rows = [p for p in data["proxies"] if p["kind"] == "baseline"]
+            best = max(rows, key=lambda p: -2 if p["kendall_tau"] is None else p["kendall_tau"])
             baseline_lines.append(
                 f"| {space} | {dataset} | {proxy['sampling']} | best baseline: {best['name']} | — | "
                 f"{data['architectures']} | {_fmt(best['kendall_tau'])} | {_fmt(best['spearman_rho'])} | — |"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from greenmachine.cache import ProbeCache
+from greenmachine.comparison import compare, scatter_figure, write_summary
 from greenmachine.config import EvolveConfig
 from greenmachine.evolution import CHECKPOINT, run_evolution
 from greenmachine.proxyfile import load_proxy
@@ -32,4 +33,11 @@ def reproduce(config: EvolveConfig, data_dir: Path, out_dir: Path, cache: ProbeC
     write_scores_csv(scores, out_dir / "scores.csv")
     write_score_summary(scores, out_dir / "proxy.json", config.space, config.dataset, config.eval_sampling,
                         config.seed + 1, summary_path(out_dir / "scores.csv"))
+    if config.eval_baselines:  # the same held-out networks, images and seeds, for the baselines row
+        comparison = compare(truth, config.dataset, held_out, settings, data_dir, evolved={"evolved": proxy},
+                             out_csv=out_dir / "baselines.csv", cache=cache, reporter=reporter)
+        meta = {"space": config.space, "dataset": config.dataset, "sampling": config.eval_sampling,
+                "seed": config.seed + 1, "batch_size": config.batch_size, "probe_seed": config.seed}
+        write_summary(comparison, summary_path(out_dir / "baselines.csv"), meta)
+        scatter_figure(comparison, out_dir / "baselines.png", f"{config.space} / {config.dataset}, held out")
     return scores

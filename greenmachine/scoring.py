@@ -70,7 +70,7 @@ def score_tokens(
         for _ in range(len(chunk) - probed[0]):  # the networks that came from the cache
             advance()
         probe_seconds += sum(p.seconds for p in probes)
-        batch = ProbeBatch(probes, device=settings.device)
+        batch = ProbeBatch(probes, device=settings.device, consume=True)
         del probes
         scores.append(evaluate(tokens, batch).cpu().numpy())
     values = np.concatenate(scores)

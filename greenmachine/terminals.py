@@ -20,19 +20,22 @@ from greenmachine.probing import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMI
 class Family:
     """One side of the network (weighted layers, or ReLUs): flat terminals plus their segment structure."""
 
-    def __init__(self, probes: Sequence[NetworkProbe], names: Sequence[str], device):
+    def __init__(self, probes: Sequence[NetworkProbe], names: Sequence[str], device, consume: bool = False):
         self.data: dict[str, torch.Tensor] = {}
         present = [n for n in names if all(n in p.tensors for p in probes)]
         self.lengths = torch.zeros(0, dtype=torch.long)
         self.layers_per_net = torch.zeros(len(probes), dtype=torch.long)
-        for name in present:
-            # kept in the probe's dtype: weights and gradients float32 (what the network computed), synflow
-            # gradients float64 (they reach 1e38); float32 arithmetic is 3-6x faster on the CPU
-            self.data[name] = torch.cat([t.flatten() for p in probes for t in p.tensors[name]]).to(device)
         if present:
             ref = present[0]
             self.lengths = torch.tensor([t.numel() for p in probes for t in p.tensors[ref]], device=device)
             self.layers_per_net = torch.tensor([len(p.tensors[ref]) for p in probes], device=device)
+        for name in present:
+            # kept in the probe's dtype: weights and gradients float32 (what the network computed), synflow
+            # gradients float64 (they reach 1e38); float32 arithmetic is 3-6x faster on the CPU
+            self.data[name] = torch.cat([t.flatten() for p in probes for t in p.tensors[name]]).to(device)
+            if consume:  # free the per-layer copies now: peak memory stays near one copy of the sample
+                for p in probes:
+                    del p.tensors[name]
 
     @property
     def n_layers(self) -> int:
@@ -53,26 +56,32 @@ class ProbeBatch:
     """All terminals of a sample; ``memo`` caches small subtree results (per layer or per network).
 
     ``dtype`` is the dtype of constants and kernels; scores come out in float64 whatever the terminals' dtype.
+    ``consume=True`` empties the probes as their tensors are concatenated (the caller no longer needs them).
     """
 
     MEMO_BYTES = 256 * 2**20
 
-    def __init__(self, probes: Sequence[NetworkProbe], device: str = "cpu", dtype=torch.float64):
+    def __init__(
+        self, probes: Sequence[NetworkProbe], device: str = "cpu", dtype=torch.float64, consume: bool = False
+    ):
         if not probes:
             raise ValueError("a ProbeBatch needs at least one network")
         self.n = len(probes)
         self.indices = [p.index for p in probes]
         self.device = torch.device(device)
         self.dtype = dtype
-        self.weight = Family(probes, WEIGHT_TERMINALS, self.device)
-        self.act = Family(probes, ACT_TERMINALS, self.device)
-        self.spectrum = Family(probes, SPECTRUM_TERMINALS, self.device)  # per ReLU too: scores land on ALayer
+        self.weight = Family(probes, WEIGHT_TERMINALS, self.device, consume)
+        self.act = Family(probes, ACT_TERMINALS, self.device, consume)
+        self.spectrum = Family(probes, SPECTRUM_TERMINALS, self.device, consume)  # per ReLU: scores land on ALayer
         self.kernels: dict[str, torch.Tensor] = {}
         self.kernel_layers_per_net = torch.zeros(self.n, dtype=torch.long)
         present = [n for n in KERNEL_TERMINALS if all(n in p.tensors for p in probes)]
         for name in present:
-            self.kernels[name] = torch.stack([k for p in probes for k in p.tensors[name]]).to(self.device, dtype)
             self.kernel_layers_per_net = torch.tensor([len(p.tensors[name]) for p in probes], device=self.device)
+            self.kernels[name] = torch.stack([k for p in probes for k in p.tensors[name]]).to(self.device, dtype)
+            if consume:
+                for p in probes:
+                    del p.tensors[name]
         # the ReLU-side layer structure, from whichever ReLU-side terminals were probed (a tree may need only one)
         relu_sides = [f.layers_per_net for f in (self.act, self.spectrum) if f.data] + (
             [self.kernel_layers_per_net] if self.kernels else []

@@ -60,7 +60,9 @@ def test_score_held_out_and_transfer(evolved, tmp_path, capsys, monkeypatch_modu
     assert not evo & {int(r["index"]) for r in rows}
     assert json.loads((tmp_path / "scores.summary.json").read_text())["architectures"] == 8
     # an --out that would overwrite the proxy file is refused
-    code, _, err = gm(capsys, "score", evolved / "proxy.json", "--archs", "3,17", "--out", evolved / "proxy.summary.json")
+    shared = tmp_path / "p.summary.json"
+    shared.write_text((evolved / "proxy.json").read_text())
+    code, _, err = gm(capsys, "score", shared, "--archs", "3,17", "--out", tmp_path / "p.csv")
     assert code == 2 and "overwrite" in err
     code, _, err = gm(capsys, "score", evolved / "proxy.json", "--archs", "3,17", "--out", evolved / "proxy.json")
     assert code == 2 and "overwrite" in err

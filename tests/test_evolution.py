@@ -61,7 +61,7 @@ def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):
 
 
 def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cache):
-    res = run(tmp_path, "s", data_dir, tss_truth, cache, TINY.override(generations=0, population=6))
+    res = run(tmp_path, "s", data_dir, tss_truth, cache, TINY.override(generations=0, population=6, seed_classics=True))
     check = json.loads((tmp_path / "s" / "checkpoint.json").read_text())
     first = [" ".join(t) for t, _ in check["population"]]
     assert "k_logdet_sum relu_kernel" in first

@@ -1,21 +1,22 @@
 """Hand-designed zero-cost proxies, one module each, registered with ``@measure("name")`` (as in NASLib and
 foresight). Each takes a :class:`ProxyInputs` and returns one float per network; higher is meant to be better.
 
-Every proxy receives its own copy of the *same* freshly initialised network and the same probe minibatch, so
-proxies and evolved trees are compared on identical networks, images and seeds. Each one needs a pass of its
-own (float64 BN-free for synflow, a Hessian-vector product for GRASP, Gaussian inputs for Zen, ...), so the
-passes themselves are not shared; the network, the initialisation and the minibatch are.
+Every proxy works on a copy of the *same* freshly initialised network and the same probe minibatch, so
+proxies and evolved trees are compared on identical networks, images and seeds. snip, grad_norm and fisher share
+one cross-entropy forward/backward (:meth:`ProxyInputs.ce_pass`); the others need a pass of their own
+(float64 BN-free for synflow, a Hessian-vector product for GRASP, Gaussian inputs for Zen, ...).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from greenmachine.errors import GreenmachineError
 
@@ -41,6 +42,27 @@ class ProxyInputs:
     labels: torch.Tensor
     num_classes: int
     seed: int  # for proxies that draw random inputs (zen)
+    _ce: tuple[nn.Module, list[torch.Tensor]] | None = field(default=None, repr=False)
+
+    def ce_pass(self) -> tuple[nn.Module, list[torch.Tensor]]:
+        """One train-mode cross-entropy forward/backward on a copy, made once and shared: the network (its
+        weights hold their gradients) and the output of every Conv/Linear layer (holding its gradient)."""
+        if self._ce is None:
+            net = self.fresh().train()
+            outputs: list[torch.Tensor] = []
+
+            def hook(_m, _inp, out):
+                out.retain_grad()
+                outputs.append(out)
+
+            handles = [m.register_forward_hook(hook) for m in layers(net)]
+            try:
+                F.cross_entropy(logits(net, self.images), self.labels).backward()
+            finally:
+                for h in handles:
+                    h.remove()
+            self._ce = (net, outputs)
+        return self._ce
 
     def fresh(self) -> nn.Module:
         net = copy.deepcopy(self.network)

@@ -2,31 +2,17 @@
 Conv/Linear layer and its loss gradient g, per channel 0.5 * mean over the batch of (sum over space of a*g)^2,
 summed over channels and layers (cross-entropy, train mode)."""
 
-import torch.nn.functional as F
-
-from greenmachine.baselines import ProxyInputs, layers, logits, measure
+from greenmachine.baselines import ProxyInputs, measure
 
 
 @measure("fisher")
 def fisher(inputs: ProxyInputs) -> float:
-    net = inputs.fresh().train()
-    outputs = []
-
-    def hook(_m, _inp, out):
-        out.retain_grad()
-        outputs.append(out)
-
-    handles = [m.register_forward_hook(hook) for m in layers(net)]
-    try:
-        F.cross_entropy(logits(net, inputs.images), inputs.labels).backward()
-    finally:
-        for h in handles:
-            h.remove()
+    _, outputs = inputs.ce_pass()
     total = 0.0
     for a in outputs:
         if a.grad is None:
             continue
-        prod = a * a.grad
+        prod = a.detach() * a.grad
         if prod.dim() == 4:
             prod = prod.sum(dim=(2, 3))
         total += float((0.5 * prod.pow(2).mean(0)).sum())

@@ -18,7 +18,7 @@ def meco(inputs: ProxyInputs) -> float:
         if not torch.is_tensor(fea) or fea.dim() < 1:
             return
         fea = fea.detach().reshape(fea.shape[0], -1).double()
-        if fea.shape[0] < 2:
+        if fea.shape[0] < 2 or fea.shape[1] < 2:  # one value per channel: a NaN matrix, set to 0, adds 0
             return
         corr = torch.nan_to_num(torch.corrcoef(fea), nan=0.0, posinf=0.0, neginf=0.0)
         results.append(float(torch.linalg.eigvalsh(corr).min()))

@@ -2,13 +2,10 @@
 sensitivity |dL/dm| of a weight mask m = 1, i.e. sum |W * dL/dW| over Conv/Linear layers, for the cross-entropy
 of one minibatch with the network in train mode."""
 
-import torch.nn.functional as F
-
-from greenmachine.baselines import ProxyInputs, layers, logits, measure
+from greenmachine.baselines import ProxyInputs, layers, measure
 
 
 @measure("snip")
 def snip(inputs: ProxyInputs) -> float:
-    net = inputs.fresh().train()
-    F.cross_entropy(logits(net, inputs.images), inputs.labels).backward()
+    net, _ = inputs.ce_pass()
     return float(sum((m.weight.detach() * m.weight.grad).abs().sum() for m in layers(net) if m.weight.grad is not None))

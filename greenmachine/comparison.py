@@ -1,0 +1,194 @@
+"""Hand-designed baselines and evolved proxies side by side, on the same networks, images and seeds.
+
+For every architecture the network is built and initialised once (the seed of the probe protocol), the probe
+minibatch is the same for all, each baseline scores a copy of that network, and each evolved proxy is
+evaluated on a probe of that same network. Per-architecture scores are appended to the CSV as they come, so an
+interrupted comparison keeps every finished row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from greenmachine.baselines import ProxyInputs, get_proxy, load_all
+from greenmachine.cache import ProbeCache, probe_sample
+from greenmachine.datasets import DATASETS, probe_batch
+from greenmachine.errors import GreenmachineError
+from greenmachine.fitness import rank_correlations
+from greenmachine.primitives import evaluate, terminals_of
+from greenmachine.probing import ProbeSettings, groups_for, init_network
+from greenmachine.proxyfile import Proxy
+from greenmachine.terminals import ProbeBatch
+from greenmachine.truth import GroundTruth
+from greenmachine.ui import Reporter
+
+# the NASLib / foresight proxies plus #params, FLOPs and the two recent ones; the CSV has one column each
+DEFAULT_PROXIES = ("naswot", "synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "zen", "params", "flops",
+                   "zico", "meco")
+
+
+@dataclass
+class ProxyStats:
+    name: str
+    kind: str  # "baseline" or "evolved"
+    kendall_tau: float
+    spearman_rho: float
+    valid: int  # networks with a finite score (the correlations use these)
+    seconds_per_network: float
+
+
+@dataclass
+class Comparison:
+    indices: list[int]
+    archs: list[str]
+    accuracy: np.ndarray
+    scores: dict[str, np.ndarray]
+    stats: list[ProxyStats] = field(default_factory=list)
+
+    def ranked(self) -> list[ProxyStats]:
+        return sorted(self.stats, key=lambda s: -2.0 if math.isnan(s.kendall_tau) else s.kendall_tau, reverse=True)
+
+
+def check_proxy_names(names: Sequence[str]) -> list[str]:
+    registry = load_all()
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise GreenmachineError(f"unknown baseline proxy {', '.join(unknown)}; known: {', '.join(registry)}")
+    if len(set(names)) != len(names):
+        raise GreenmachineError("a baseline proxy is named twice")
+    return list(names)
+
+
+def _stats(name: str, kind: str, scores: np.ndarray, accuracy: np.ndarray, seconds: float) -> ProxyStats:
+    ok = np.isfinite(scores)
+    tau, rho = rank_correlations(scores[ok], accuracy[ok]) if ok.sum() >= 2 else (math.nan, math.nan)
+    return ProxyStats(name, kind, tau, rho, int(ok.sum()), seconds / max(1, len(scores)))
+
+
+def compare(
+    truth: GroundTruth,
+    dataset: str,
+    indices: Sequence[int],
+    settings: ProbeSettings,
+    data_dir: str | Path,
+    proxies: Sequence[str] = DEFAULT_PROXIES,
+    evolved: dict[str, Proxy] | None = None,
+    out_csv: str | Path | None = None,
+    cache: ProbeCache | None = None,
+    reporter: Reporter | None = None,
+) -> Comparison:
+    reporter = reporter or Reporter(quiet=True)
+    evolved = evolved or {}
+    proxies = check_proxy_names(proxies)
+    clash = set(proxies) & set(evolved)
+    if clash:
+        raise GreenmachineError(f"an evolved proxy is named like a baseline: {', '.join(sorted(clash))}")
+    images, labels = probe_batch(str(data_dir), dataset, settings.batch_size, settings.batch_seed)
+    images, labels = images.to(settings.device), labels.to(settings.device)
+    columns = [*proxies, *evolved]
+    values = {c: [] for c in columns}
+    seconds = {c: 0.0 for c in columns}
+    items = [(int(i), truth.arch(int(i))) for i in indices]
+    accuracy = truth.acc(dataset, [i for i, _ in items])
+    writer = _RowWriter(out_csv, columns)
+    try:
+        for (index, arch), acc in zip(reporter.track(items, len(items), "scoring proxies"), accuracy):
+            net = init_network(settings.space, arch, dataset, settings.init_seed, index).to(settings.device)
+            inputs = ProxyInputs(net, images, labels, DATASETS[dataset].num_classes, seed=settings.init_seed + index)
+            for name in proxies:
+                t0 = time.perf_counter()
+                try:
+                    v = float(get_proxy(name)(inputs))
+                except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+                    v = math.nan  # counted as invalid for this network; the comparison goes on
+                seconds[name] += time.perf_counter() - t0
+                values[name].append(v)
+            for name, proxy in evolved.items():
+                t0 = time.perf_counter()
+                groups = groups_for(terminals_of(proxy.tokens)) or ("ce",)
+                (probe,) = probe_sample([(index, arch)], settings, data_dir, groups=groups, cache=cache)
+                values[name].append(float(evaluate(proxy.tokens, ProbeBatch([probe], device=settings.device))[0]))
+                seconds[name] += time.perf_counter() - t0
+            writer.write(index, arch, acc, [values[c][-1] for c in columns])
+    finally:
+        writer.close()
+    scores = {c: np.array(v, dtype=np.float64) for c, v in values.items()}
+    result = Comparison([i for i, _ in items], [a for _, a in items], accuracy, scores)
+    result.stats = [_stats(c, "evolved" if c in evolved else "baseline", scores[c], accuracy, seconds[c])
+                    for c in columns]
+    return result
+
+
+class _RowWriter:
+    """Appends one CSV row per architecture (index, arch, accuracy, then one column per proxy)."""
+
+    def __init__(self, path: str | Path | None, columns: list[str]):
+        self._f = None
+        if path is None:
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "w", newline="")
+        self._w = csv.writer(self._f)
+        self._w.writerow(["index", "arch", "accuracy", *columns])
+
+    def write(self, index: int, arch: str, acc: float, vals: list[float]) -> None:
+        if self._f is not None:
+            self._w.writerow([index, arch, repr(float(acc)), *(repr(v) for v in vals)])
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def write_summary(result: Comparison, path: str | Path, meta: dict) -> None:
+    data = {**meta, "architectures": len(result.indices),
+            "proxies": [{"name": s.name, "kind": s.kind,
+                         "kendall_tau": None if math.isnan(s.kendall_tau) else s.kendall_tau,
+                         "spearman_rho": None if math.isnan(s.spearman_rho) else s.spearman_rho,
+                         "valid": s.valid, "seconds_per_network": s.seconds_per_network} for s in result.ranked()]}
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def scatter_figure(result: Comparison, path: str | Path, title: str) -> str | None:
+    """Score (as a rank percentile, since raw scores span dozens of orders of magnitude) against accuracy for
+    the best evolved proxy and the best baseline; returns the path, or None when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import rankdata
+
+    picks = []
+    for kind in ("evolved", "baseline"):
+        ranked = [s for s in result.ranked() if s.kind == kind and s.valid >= 2]
+        if ranked:
+            picks.append(ranked[0])
+    if not picks:
+        return None
+    fig, axes = plt.subplots(1, len(picks), figsize=(5 * len(picks), 4), squeeze=False)
+    for ax, s in zip(axes[0], picks):
+        scores = result.scores[s.name]
+        ok = np.isfinite(scores)
+        pct = rankdata(scores[ok]) / ok.sum() * 100
+        ax.scatter(pct, result.accuracy[ok], s=8, alpha=0.6)
+        ax.set_xlabel(f"{s.name} score (rank percentile)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{s.kind}: {s.name}  tau={s.kendall_tau:.3f}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
