@@ -29,10 +29,10 @@ from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.fitness import WORST_FITNESS, kendall_fitness
-from greenmachine.primitives import evaluate, primitive_set, tree_expression, tree_from_tokens, tree_tokens
+from greenmachine.primitives import evaluate_chunks, primitive_set, tree_expression, tree_from_tokens, tree_tokens
 from greenmachine.proxyfile import Proxy, save_proxy
 from greenmachine.sampling import sample_indices
-from greenmachine.terminals import ProbeBatch
+from greenmachine.terminals import ProbeBatch, chunked_batches
 from greenmachine.truth import GroundTruth
 from greenmachine.ui import Reporter
 from greenmachine.workspace import probe_settings
@@ -42,6 +42,7 @@ HISTORY_FIELDS = ["generation", "best", "mean", "median", "invalid", "size_mean"
                   "evaluations", "seconds", "best_expression"]
 # the knobs that may change between a run and its resume (more generations, another pool size)
 RESUMABLE = {"generations", "workers"}
+EVAL_CHUNK = 50  # networks per evaluation batch: bounds the temporaries of a tree, not its result
 
 if not hasattr(creator, "GMFitness"):
     creator.create("GMFitness", base.Fitness, weights=(1.0,))
@@ -69,8 +70,8 @@ class EvolutionResult:
 class TreeFitness:
     """Kendall tau of a tree's scores on the probed sample; memoised by the tree's tokens."""
 
-    def __init__(self, batch: ProbeBatch, accuracy: np.ndarray, memo: dict[str, float] | None = None):
-        self.batch = batch
+    def __init__(self, batches: list[ProbeBatch], accuracy: np.ndarray, memo: dict[str, float] | None = None):
+        self.batches = batches
         self.accuracy = accuracy
         self.memo = memo if memo is not None else {}
         self.evaluations = 0
@@ -80,11 +81,36 @@ class TreeFitness:
         if key not in self.memo:
             self.evaluations += 1
             try:
-                scores = evaluate(key.split(), self.batch).cpu().numpy()
+                scores = evaluate_chunks(key.split(), self.batches).numpy()
                 self.memo[key] = kendall_fitness(scores, self.accuracy)
             except (RuntimeError, ValueError, ArithmeticError, IndexError, MemoryError):
                 self.memo[key] = WORST_FITNESS
         return (self.memo[key],)
+
+
+def cx_one_point(ind1, ind2):
+    """DEAP's ``gp.cxOnePoint`` with one change: the common types are chosen from a list sorted by name.
+
+    DEAP picks from ``list(set_of_type_classes)``, whose order follows the classes' memory addresses and so
+    changes from one process to the next: the same seed then gives another run. Sorting keeps the draw identical.
+    """
+    if len(ind1) < 2 or len(ind2) < 2:
+        return ind1, ind2
+    types1: dict[type, list[int]] = {}
+    types2: dict[type, list[int]] = {}
+    for idx, node in enumerate(ind1[1:], 1):
+        types1.setdefault(node.ret, []).append(idx)
+    for idx, node in enumerate(ind2[1:], 1):
+        types2.setdefault(node.ret, []).append(idx)
+    common = sorted(set(types1) & set(types2), key=lambda t: t.__name__)
+    if common:
+        type_ = random.choice(common)
+        index1 = random.choice(types1[type_])
+        index2 = random.choice(types2[type_])
+        slice1 = ind1.searchSubtree(index1)
+        slice2 = ind2.searchSubtree(index2)
+        ind1[slice1], ind2[slice2] = ind2[slice2], ind1[slice1]
+    return ind1, ind2
 
 
 def make_toolbox(config: EvolveConfig, fitness: Callable, executor: Executor) -> base.Toolbox:
@@ -96,7 +122,7 @@ def make_toolbox(config: EvolveConfig, fitness: Callable, executor: Executor) ->
     tb.register("evaluate", fitness)
     tb.register("map", executor.map)
     tb.register("select", tools.selTournament, tournsize=config.tournament_size)
-    tb.register("mate", gp.cxOnePoint)
+    tb.register("mate", cx_one_point)
     tb.register("expr_mut", gp.genGrow, min_=0, max_=2)
 
     def mutate(individual):
@@ -243,12 +269,12 @@ def _run(config, truth, data_dir, files, cache, resume, reporter, executor, star
     finally:
         probe_executor.close()
     probe_seconds = time.perf_counter() - t0
-    batch = ProbeBatch(probes, device=config.device, consume=True)
+    batches = chunked_batches(probes, EVAL_CHUNK, device=config.device)
     del probes
-    files.log.info("probed in %.1f s; terminals take %.1f MB", probe_seconds, batch.nbytes() / 1e6)
+    files.log.info("probed in %.1f s; terminals take %.1f MB", probe_seconds, sum(b.nbytes() for b in batches) / 1e6)
     accuracy = truth.acc(config.dataset, indices)
     memo: dict[str, float] = dict(checkpoint.get("fitness_memo", {})) if checkpoint else {}
-    fitness = TreeFitness(batch, accuracy, memo)
+    fitness = TreeFitness(batches, accuracy, memo)
     toolbox = make_toolbox(config, fitness, executor or SerialExecutor())
     hof = tools.HallOfFame(config.hall_of_fame)
 

@@ -374,6 +374,11 @@ def evaluate(tokens: Sequence[str], batch: ProbeBatch) -> torch.Tensor:
         return walk(0).to(torch.float64)
 
 
+def evaluate_chunks(tokens: Sequence[str], batches: Sequence[ProbeBatch]) -> torch.Tensor:
+    """Scores of every network of several batches, in order."""
+    return torch.cat([evaluate(tokens, b).cpu() for b in batches])
+
+
 def _subtree_ends(tokens: Sequence[str]) -> list[int]:
     ends = [0] * len(tokens)
     for i in range(len(tokens) - 1, -1, -1):

@@ -52,6 +52,14 @@ class Family:
         return torch.repeat_interleave(layer_values, self.lengths)
 
 
+def chunked_batches(probes: list[NetworkProbe], size: int, device: str = "cpu") -> list["ProbeBatch"]:
+    """Consecutive batches of at most ``size`` networks, each taking over its probes (``consume=True``).
+
+    Trees score each network independently, so evaluating chunk by chunk gives the same scores while the
+    temporaries of a tree (one float64 copy of every weight of the sample per elementwise op) stay small."""
+    return [ProbeBatch(probes[i : i + size], device=device, consume=True) for i in range(0, len(probes), size)]
+
+
 class ProbeBatch:
     """All terminals of a sample; ``memo`` caches small subtree results (per layer or per network).
 

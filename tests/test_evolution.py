@@ -66,3 +66,20 @@ def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cac
     first = [" ".join(t) for t, _ in check["population"]]
     assert "k_logdet_sum relu_kernel" in first
     assert res.best_fitness >= max(f for _, f in check["population"]) - 1e-12
+
+
+def test_same_seed_same_tree_across_processes(tmp_path, env):
+    """Two separate processes (other memory layouts, other class hashes) evolve the same tree from one seed."""
+    import subprocess
+    import sys
+
+    results = []
+    for name in ("p1", "p2"):
+        out = tmp_path / name
+        args = [sys.executable, "-m", "greenmachine", "evolve", "--sample-size", "12", "--population", "16",
+                "--generations", "4", "--batch-size", "16", "--seed", "3", "--out", str(out), "--quiet"]
+        res = subprocess.run(args, capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        results.append((out / "history.csv").read_text().splitlines())
+    strip = lambda lines: [",".join(l.split(",")[:9]) for l in lines]  # noqa: E731 (drop seconds and expression)
+    assert strip(results[0]) == strip(results[1])

@@ -14,7 +14,8 @@ def jacov(inputs: ProxyInputs) -> float:
     y = logits(net, x)
     y.backward(torch.ones_like(y))
     jacob = x.grad.reshape(x.shape[0], -1).detach().cpu().numpy().astype(np.float64)
-    corrs = np.corrcoef(jacob)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant Jacobian row gives NaN: reported as NaN
+        corrs = np.corrcoef(jacob)
     if not np.all(np.isfinite(corrs)):
         return float("nan")
     v = np.linalg.eigvalsh(corrs)
