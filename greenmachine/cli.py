@@ -99,10 +99,9 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.proxyfile import load_proxy
     from greenmachine.report import summary_path, write_score_summary
-    from greenmachine.sampling import sample_indices
     from greenmachine.scoring import score_tokens, write_scores_csv
     from greenmachine.ui import Reporter
-    from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
+    from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
 
     proxy = load_proxy(proxy_path)
     if out_path and Path(proxy_path).resolve() in (Path(out_path).resolve(), summary_path(out_path).resolve()):
@@ -113,13 +112,9 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     reporter = Reporter(quiet=quiet)
     with reporter.session():
         truth = load_space_truth(data, space, reporter)
-        if archs:
-            indices = truth.parse_archs(archs.split(","), dataset)
-        else:
-            exclude = proxy.sample_indices if exclude_evolution_sample else []
-            if exclude_evolution_sample and proxy.space not in (None, space):
-                exclude = []  # another space: its indices name other networks
-            indices = sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
+        # indices of another space name other networks: nothing to exclude then
+        exclude = proxy.sample_indices if exclude_evolution_sample and proxy.space in (None, space) else []
+        indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, exclude)
         # the proxy's own probe protocol (minibatch size and seed, initialisation seed), on the scored dataset
         settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
                                   device, init_seed=proxy.probe.get("init_seed"))
@@ -159,9 +154,8 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     from greenmachine.comparison import DEFAULT_PROXIES, check_proxy_names, compare, scatter_figure, write_summary
     from greenmachine.proxyfile import load_proxy
     from greenmachine.report import comparison_table, summary_path
-    from greenmachine.sampling import sample_indices
     from greenmachine.ui import Reporter, out_console
-    from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
+    from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
 
     names = check_proxy_names([p.strip() for p in proxies.split(",") if p.strip()] if proxies else DEFAULT_PROXIES)
     evolved = {}
@@ -175,12 +169,9 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     reporter = Reporter(quiet=quiet)
     with reporter.session():
         truth = load_space_truth(data, space, reporter)
-        if archs:
-            indices = truth.parse_archs(archs.split(","), dataset)
-        else:
-            exclude = sorted({i for p in evolved.values() if p.space == space for i in p.sample_indices}) \
-                if exclude_evolution_sample else []
-            indices = sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
+        exclude = {i for p in evolved.values() if p.space == space for i in p.sample_indices} \
+            if exclude_evolution_sample else set()
+        indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, sorted(exclude))
         settings = probe_settings(space, dataset, batch_size, probe_seed, device)
         result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
                          cache=_cache(cache_dir, no_cache), reporter=reporter)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.probing import ProbeSettings
+from greenmachine.sampling import sample_indices
 from greenmachine.truth import GroundTruth, find_truth_source, load_truth
 from greenmachine.ui import Reporter
 
@@ -33,6 +35,16 @@ def load_space_truth(data_dir: Path, space: str, reporter: Reporter | None = Non
         return reporter.track(items, len(items), f"reading {space.upper()} ground truth")
 
     return load_truth(source, space, progress=progress)
+
+
+def choose_architectures(
+    truth: GroundTruth, dataset: str, archs: str | None, sample_size: int, sampling: str, seed: int,
+    exclude: Iterable[int] = (),
+) -> list[int]:
+    """``--archs 3,17,...`` (indices or arch strings) if given, else a seeded sample outside ``exclude``."""
+    if archs:
+        return truth.parse_archs(archs.split(","), dataset)
+    return sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
 
 
 def probe_settings(

@@ -1,0 +1,45 @@
+"""The reproduction path of the Makefile: reproduce (evolve, held-out score, baselines) then the markdown table."""
+
+import json
+
+import pytest
+
+from greenmachine.cli import main
+
+
+def test_reproduce_then_report(tmp_path, capsys, env):
+    config = tmp_path / "tss-cifar10-stratified.toml"
+    config.write_text(
+        'space = "tss"\ndataset = "cifar10"\nsampling = "stratified"\nsample_size = 10\npopulation = 6\n'
+        'generations = 1\nbatch_size = 16\nstrata = 5\neval_sample_size = 6\neval_sampling = "random"\n'
+        "eval_baselines = true\n"
+    )
+    run = tmp_path / "runs" / "tss-cifar10-stratified"
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--config", str(config), "--out", str(run), "--quiet"])
+    assert exc.value.code == 0
+    assert "kendall_tau=" in capsys.readouterr().out
+    held_out = json.loads((run / "scores.summary.json").read_text())
+    evolution = set(json.loads((run / "proxy.json").read_text())["sample_indices"])
+    assert held_out["architectures"] == 6
+    baselines = json.loads((run / "baselines.summary.json").read_text())
+    assert {p["name"] for p in baselines["proxies"]} >= {"naswot", "synflow", "params", "evolved"}
+    import csv
+
+    rows = list(csv.DictReader(open(run / "baselines.csv")))
+    assert not evolution & {int(r["index"]) for r in rows}  # held out, and the same networks as scores.csv
+    assert {int(r["index"]) for r in rows} == {int(r["index"]) for r in csv.DictReader(open(run / "scores.csv"))}
+
+    table = tmp_path / "results" / "reproduction.md"
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(run), "--out", str(table)])
+    assert exc.value.code == 0
+    text = table.read_text()
+    assert "| tss | cifar10 | stratified | 10 |" in text and "0.780" in text and "best baseline:" in text
+    # a second call resumes the finished run instead of failing on the existing checkpoint
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--config", str(config), "--out", str(run), "--quiet"])
+    assert exc.value.code == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tmp_path / "missing"), "--out", str(table)])
+    assert exc.value.code == 2
