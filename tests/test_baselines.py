@@ -4,7 +4,6 @@ real images; the comparison command end to end."""
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

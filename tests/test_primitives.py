@@ -6,7 +6,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 from deap import gp
 
 from greenmachine.baselines import ProxyInputs, get_proxy
