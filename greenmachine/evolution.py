@@ -279,12 +279,15 @@ def _run(config, truth, data_dir, files, cache, resume, reporter, executor, star
     hof = tools.HallOfFame(config.hall_of_fame)
 
     if checkpoint:
-        state = checkpoint["random_state"]
-        random.setstate((state[0], tuple(state[1]), state[2]))
-        population = [_individual(t, f) for t, f in checkpoint["population"]]
-        hof.update([_individual(t, f) for t, f in checkpoint["hall_of_fame"]])
-        history = checkpoint["history"]
-        first_gen = checkpoint["generation"] + 1
+        try:
+            state = checkpoint["random_state"]
+            random.setstate((state[0], tuple(state[1]), state[2]))
+            population = [_individual(t, f) for t, f in checkpoint["population"]]
+            hof.update([_individual(t, f) for t, f in checkpoint["hall_of_fame"]])
+            history = list(checkpoint["history"])
+            first_gen = int(checkpoint["generation"]) + 1
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise GreenmachineError(f"--resume: {files.checkpoint} is damaged ({type(exc).__name__}: {exc})") from None
         files.log.info("resumed after generation %d", checkpoint["generation"])
     else:
         random.seed(config.seed)

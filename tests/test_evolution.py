@@ -58,6 +58,16 @@ def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):
         run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(population=12), resume=True)
     with pytest.raises(GreenmachineError, match="no checkpoint"):
         run(tmp_path, "none", data_dir, tss_truth, cache, resume=True)
+    check = tmp_path / "r" / "checkpoint.json"
+    data = json.loads(check.read_text())
+    data["population"] = [["nonsense_token"], 0.1]
+    check.write_text(json.dumps(data))
+    with pytest.raises(GreenmachineError, match="damaged"):
+        run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0), resume=True)
+    data["population"] = [[["__import__"], 0.1]]
+    check.write_text(json.dumps(data))
+    with pytest.raises(GreenmachineError, match="unknown primitive"):
+        run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0), resume=True)
 
 
 def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cache):
