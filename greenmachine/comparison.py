@@ -69,8 +69,16 @@ def check_proxy_names(names: Sequence[str]) -> list[str]:
 
 
 def _stats(name: str, kind: str, scores: np.ndarray, accuracy: np.ndarray, seconds: float) -> ProxyStats:
-    ok = np.isfinite(scores)
-    tau, rho = rank_correlations(scores[ok], accuracy[ok]) if ok.sum() >= 2 else (math.nan, math.nan)
+    """Rank correlations over the networks the proxy could score. An infinite score is an ordering (NASWOT gives
+    -inf to a network whose ReLU patterns make its kernel singular: it ranks last), so +-inf become the highest
+    and lowest ranks; NaN is no score at all, and those networks are left out and not counted as valid."""
+    ok = ~np.isnan(scores)
+    ranked = scores[ok].copy()
+    finite = np.isfinite(ranked)
+    if finite.any():
+        lo, hi = ranked[finite].min(), ranked[finite].max()
+        ranked[ranked == -np.inf], ranked[ranked == np.inf] = lo - 1.0, hi + 1.0
+    tau, rho = rank_correlations(ranked, accuracy[ok]) if ok.sum() >= 2 else (math.nan, math.nan)
     return ProxyStats(name, kind, tau, rho, int(ok.sum()), seconds / max(1, len(scores)))
 
 

@@ -4,6 +4,7 @@ real images; the comparison command end to end."""
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,3 +124,13 @@ def test_baselines_command_end_to_end(tmp_path, capsys, env):
     with pytest.raises(SystemExit) as exc:
         main(["baselines", "--proxies", "naswot,bogus", "--quiet"])
     assert exc.value.code == 2 and "unknown baseline proxy bogus" in capsys.readouterr().err
+
+
+def test_infinite_scores_rank_at_the_ends_and_nan_is_left_out():
+    from greenmachine.comparison import _stats
+
+    acc = np.array([10.0, 50.0, 60.0, 70.0, 80.0])
+    s = _stats("naswot", "baseline", np.array([-np.inf, 1.0, 2.0, 3.0, np.inf]), acc, 1.0)
+    assert s.kendall_tau == pytest.approx(1.0) and s.valid == 5
+    s = _stats("jacov", "baseline", np.array([np.nan, 1.0, 2.0, 3.0, 4.0]), acc, 1.0)
+    assert s.kendall_tau == pytest.approx(1.0) and s.valid == 4
