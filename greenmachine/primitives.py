@@ -52,7 +52,6 @@ class ALayer: ...
 class Net: ...
 
 
-TYPES = {t.__name__: t for t in (WTensor, ATensor, KTensor, ETensor, WLayer, ALayer, Net)}
 EPS = 1e-12
 LOGDET_FLOOR = -1e6
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -263,5 +263,3 @@ def time_forward_backward(net: nn.Module, images: torch.Tensor, labels: torch.Te
     net.zero_grad(set_to_none=True)
     return time.perf_counter() - start
 
-
-ProgressFn = Callable[[Iterable], Iterable]

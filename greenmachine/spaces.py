@@ -8,7 +8,6 @@ checked against the set that xautodl generates. The SSS order *is* a product ord
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -101,11 +100,3 @@ def build_network(space: str, arch: str, dataset: str) -> nn.Module:
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
-
-@dataclass(frozen=True)
-class Architecture:
-    """One architecture of a space: its official index and its arch string."""
-
-    space: str
-    index: int
-    arch: str

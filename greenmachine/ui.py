@@ -62,7 +62,3 @@ class Reporter:
             progress.update(task, advance=1, status=status)
 
         return advance
-
-    def log(self, message: str) -> None:
-        if not self.quiet:
-            err_console.print(message)
