@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,11 @@ from greenmachine.cache import ProbeCache, probe_sample
 from greenmachine.datasets import DATASETS, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.fitness import rank_correlations
-from greenmachine.primitives import evaluate, terminals_of
-from greenmachine.probing import ProbeSettings, groups_for, init_network
+from greenmachine.files import write_text_atomic
+from greenmachine.primitives import evaluate
+from greenmachine.probing import ProbeSettings, init_network
 from greenmachine.proxyfile import Proxy
+from greenmachine.scoring import probe_passes
 from greenmachine.terminals import ProbeBatch
 from greenmachine.truth import GroundTruth
 from greenmachine.ui import Reporter
@@ -122,8 +123,8 @@ def compare(
                 values[name].append(v)
             for name, proxy in evolved.items():
                 t0 = time.perf_counter()
-                groups = groups_for(terminals_of(proxy.tokens)) or ("ce",)
-                (probe,) = probe_sample([(index, arch)], settings, data_dir, groups=groups, cache=cache)
+                (probe,) = probe_sample([(index, arch)], settings, data_dir, groups=probe_passes(proxy.tokens),
+                                        cache=cache)
                 values[name].append(float(evaluate(proxy.tokens, ProbeBatch([probe], device=settings.device))[0]))
                 seconds[name] += time.perf_counter() - t0
             writer.write(index, arch, acc, [values[c][-1] for c in columns])
@@ -165,9 +166,7 @@ def write_summary(result: Comparison, path: str | Path, meta: dict) -> None:
                          "kendall_tau": None if math.isnan(s.kendall_tau) else s.kendall_tau,
                          "spearman_rho": None if math.isnan(s.spearman_rho) else s.spearman_rho,
                          "valid": s.valid, "seconds_per_network": s.seconds_per_network} for s in result.ranked()]}
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def scatter_figure(result: Comparison, path: str | Path, title: str) -> str | None:

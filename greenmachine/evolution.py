@@ -12,7 +12,6 @@ import csv
 import json
 import logging
 import operator
-import os
 import random
 import statistics
 import time
@@ -28,6 +27,7 @@ from greenmachine.classic import CLASSIC_EXPRESSIONS, classic_tokens
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
+from greenmachine.files import atomic_open, write_text_atomic
 from greenmachine.fitness import WORST_FITNESS, kendall_fitness
 from greenmachine.primitives import evaluate_chunks, primitive_set, tree_expression, tree_from_tokens, tree_tokens
 from greenmachine.proxyfile import Proxy, save_proxy
@@ -174,12 +174,6 @@ def _json_state(state) -> list:
     return [state[0], list(state[1]), state[2]]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class RunFiles:
     """The files of a run directory, written as the run goes."""
 
@@ -204,12 +198,10 @@ class RunFiles:
             self.log.removeHandler(h)
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
-        tmp = self.history.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(self.history, newline="") as f:
             w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
             w.writeheader()
             w.writerows(history)
-        os.replace(tmp, self.history)
 
 
 def run_evolution(
@@ -366,12 +358,12 @@ def _save_generation(files, config, truth, indices, settings, population, hof, h
     )
     save_proxy(proxy, files.proxy)
     files.write_history(history)
-    _write_atomic(
+    write_text_atomic(
         files.hof,
         json.dumps([{"expression": tree_expression(tree_tokens(i)), "tokens": tree_tokens(i),
                      "kendall_tau": i.fitness.values[0]} for i in hof], indent=2) + "\n",
     )
-    _write_atomic(
+    write_text_atomic(
         files.checkpoint,
         json.dumps({
             "generation": gen,

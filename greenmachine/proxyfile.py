@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from greenmachine.errors import GreenmachineError
+from greenmachine.files import write_text_atomic
 from greenmachine.primitives import check_tokens, parse_expression, tree_expression
 from greenmachine.spaces import SPACES
 
@@ -72,11 +72,7 @@ class Proxy:
 
 
 def save_proxy(proxy: Proxy, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(proxy.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(proxy.to_json(), indent=2) + "\n")
 
 
 def proxy_from_json(data: Any, origin: str) -> Proxy:

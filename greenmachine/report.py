@@ -10,6 +10,7 @@ from rich.table import Table
 
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
+from greenmachine.files import write_text_atomic
 
 # Kendall tau of the published evolved proxies, on stratified samples of NATS-Bench (see the README).
 PUBLISHED_TAU = {("tss", "cifar10"): 0.78, ("tss", "cifar100"): 0.71, ("sss", "cifar10"): 0.89, ("sss", "cifar100"): 0.77}
@@ -65,7 +66,7 @@ def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: 
         "probe_seconds": result.probe_seconds,
         "seconds": result.seconds,
     }
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 
 def _fmt(x) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 
 from greenmachine.cache import ProbeCache, probe_sample
 from greenmachine.executor import Executor, SerialExecutor
+from greenmachine.files import atomic_open
 from greenmachine.fitness import rank_correlations
 from greenmachine.primitives import evaluate, terminals_of
 from greenmachine.probing import ProbeSettings, groups_for
@@ -35,6 +35,11 @@ class ScoreResult:
     seconds: float
 
 
+def probe_passes(tokens: Sequence[str]) -> tuple[str, ...]:
+    """The probe passes a tree needs; a tree of constants still needs the layer structure of the ce pass."""
+    return groups_for(terminals_of(tokens)) or ("ce",)
+
+
 def score_tokens(
     tokens: Sequence[str],
     truth: GroundTruth,
@@ -50,7 +55,7 @@ def score_tokens(
     start = time.perf_counter()
     reporter = reporter or Reporter(quiet=True)
     executor = executor or SerialExecutor()
-    groups = groups_for(terminals_of(tokens)) or ("ce",)  # a tree of constants still needs the layer structure
+    groups = probe_passes(tokens)
     items = [(int(i), truth.arch(int(i))) for i in indices]
     scores: list[np.ndarray] = []
     probe_seconds = 0.0
@@ -80,14 +85,9 @@ def score_tokens(
                        time.perf_counter() - start)
 
 
-def write_scores_csv(result: ScoreResult, path: str | Path, extra: dict[str, Sequence] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    extra = extra or {}
-    with open(tmp, "w", newline="") as f:
+def write_scores_csv(result: ScoreResult, path: str | Path) -> None:
+    with atomic_open(path, newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "arch", "score", "accuracy", *extra])
-        for k, (i, a, s, acc) in enumerate(zip(result.indices, result.archs, result.scores, result.accuracy)):
-            w.writerow([i, a, repr(float(s)), repr(float(acc)), *(col[k] for col in extra.values())])
-    os.replace(tmp, path)
+        w.writerow(["index", "arch", "score", "accuracy"])
+        for i, a, s, acc in zip(result.indices, result.archs, result.scores, result.accuracy):
+            w.writerow([i, a, repr(float(s)), repr(float(acc))])

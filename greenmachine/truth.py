@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,6 +21,7 @@ import numpy as np
 
 from greenmachine.datasets import DATASETS, check_dataset
 from greenmachine.errors import GreenmachineError
+from greenmachine.files import atomic_open
 from greenmachine.spaces import check_official_order, check_space, space_size, sss_archs, validate_arch
 
 HP = {"tss": "200", "sss": "90"}
@@ -199,11 +199,8 @@ def load_truth(source: str | Path, space: str, progress=lambda it: it) -> Ground
 
 def export_table(truth: GroundTruth, out: str | Path) -> int:
     """Write every architecture with at least one known accuracy in the compact format; returns the row count."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(out, newline="") as f:
         w = csv.writer(f)
         w.writerow(["index", "arch", *DATASET_NAMES, *(d + TIME_SUFFIX for d in DATASET_NAMES)])
         for i, arch in enumerate(truth.archs):
@@ -212,5 +209,4 @@ def export_table(truth: GroundTruth, out: str | Path) -> int:
             vals = [truth.accuracy[d][i] for d in DATASET_NAMES] + [truth.train_seconds_per_epoch[d][i] for d in DATASET_NAMES]
             w.writerow([i, arch, *("" if not np.isfinite(v) else repr(float(v)) for v in vals)])
             rows += 1
-    os.replace(tmp, out)
     return rows
