@@ -38,8 +38,14 @@ def test_export_round_trip(tmp_path, space, folder):
 
 
 def test_truth_source_lookup(tmp_path):
+    """The compact table is found first; the official directory only where no table exists."""
     assert find_truth_source(DATA, "tss").name == "tss-hp200.csv"
-    assert find_truth_source(DATA, "sss").name == "NATS-sss-v1_0-50262-simple"
+    assert find_truth_source(DATA, "sss").name == "sss-hp90.csv"
+    # a data folder with only the official directory (one folder below nats/) falls back to it
+    official_only = tmp_path / "official" / "nats" / "official-3-archs"
+    official_only.mkdir(parents=True)
+    (official_only / SSS_OFFICIAL.name).symlink_to(SSS_OFFICIAL, target_is_directory=True)
+    assert find_truth_source(tmp_path / "official", "sss").name == "NATS-sss-v1_0-50262-simple"
     with pytest.raises(GreenmachineError, match="sss-hp90.csv"):
         find_truth_source(tmp_path, "sss")
 
