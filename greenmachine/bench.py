@@ -15,13 +15,13 @@ import click
 import torch
 from deap import gp
 
-from greenmachine.cache import probe_sample
-from greenmachine.classic import CLASSIC_EXPRESSIONS, classic_tokens
-from greenmachine.datasets import probe_batch
-from greenmachine.primitives import evaluate, primitive_set, tree_tokens
-from greenmachine.probing import init_network, time_forward_backward
-from greenmachine.sampling import sample_indices
-from greenmachine.terminals import ProbeBatch
+from greenmachine.probing.cache import probe_sample
+from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
+from greenmachine.probing.datasets import probe_batch
+from greenmachine.proxies.primitives import evaluate, primitive_set, tree_tokens
+from greenmachine.probing.probe import init_network, time_forward_backward
+from greenmachine.spaces.sampling import sample_indices
+from greenmachine.probing.terminals import ProbeBatch
 from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
 
 

@@ -27,7 +27,7 @@ def _common(f):
 
 
 def _cache(cache_dir, no_cache):
-    from greenmachine.cache import ProbeCache, default_cache_dir
+    from greenmachine.probing.cache import ProbeCache, default_cache_dir
 
     return ProbeCache(None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir())
 
@@ -59,7 +59,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
            out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
-    from greenmachine.evolution import run_evolution
+    from greenmachine.search.evolution import run_evolution
     from greenmachine.report import evolution_summary
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import load_space_truth, resolve_data_dir
@@ -96,9 +96,9 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
 def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, device,
           data_dir, cache_dir, no_cache, quiet):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
-    from greenmachine.proxyfile import load_proxy
+    from greenmachine.proxies.proxyfile import load_proxy
     from greenmachine.report import summary_path, write_score_summary
-    from greenmachine.scoring import score_tokens, write_scores_csv
+    from greenmachine.proxies.scoring import score_tokens, write_scores_csv
     from greenmachine.ui import Reporter
     from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
 
@@ -150,8 +150,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, includes, exclude_evolution_sample,
               batch_size, probe_seed, out_path, device, data_dir, cache_dir, no_cache, quiet):
     """Score the hand-designed proxies (and evolved ones) on the same architectures, images and seeds."""
-    from greenmachine.comparison import DEFAULT_PROXIES, check_proxy_names, compare, scatter_figure, write_summary
-    from greenmachine.proxyfile import load_proxy
+    from greenmachine.proxies.comparison import DEFAULT_PROXIES, check_proxy_names, compare, scatter_figure, write_summary
+    from greenmachine.proxies.proxyfile import load_proxy
     from greenmachine.report import comparison_table, summary_path
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
@@ -203,7 +203,7 @@ def truth() -> None:
 @click.option("--quiet", is_flag=True)
 def truth_export(space, official_dir, out_path, quiet):
     """Read an official directory once and write the compact table (index, arch, accuracies, train times)."""
-    from greenmachine.truth import export_table, load_official
+    from greenmachine.spaces.truth import export_table, load_official
     from greenmachine.ui import Reporter
 
     reporter = Reporter(quiet=quiet)

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from greenmachine.datasets import check_dataset
+from greenmachine.probing.datasets import check_dataset
 from greenmachine.errors import GreenmachineError
-from greenmachine.sampling import SAMPLINGS
+from greenmachine.spaces.sampling import SAMPLINGS
 from greenmachine.spaces import check_space
 
 

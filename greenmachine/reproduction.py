@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from greenmachine.cache import ProbeCache
-from greenmachine.comparison import compare, scatter_figure, write_summary
+from greenmachine.probing.cache import ProbeCache
+from greenmachine.proxies.comparison import compare, scatter_figure, write_summary
 from greenmachine.config import EvolveConfig
-from greenmachine.evolution import CHECKPOINT, run_evolution
-from greenmachine.proxyfile import load_proxy
+from greenmachine.search.evolution import CHECKPOINT, run_evolution
+from greenmachine.proxies.proxyfile import load_proxy
 from greenmachine.report import summary_path, write_score_summary
-from greenmachine.sampling import sample_indices
-from greenmachine.scoring import ScoreResult, score_tokens, write_scores_csv
+from greenmachine.spaces.sampling import sample_indices
+from greenmachine.proxies.scoring import ScoreResult, score_tokens, write_scores_csv
 from greenmachine.ui import Reporter
 from greenmachine.workspace import load_space_truth, probe_settings
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Iterable
 
 from greenmachine.errors import GreenmachineError
-from greenmachine.probing import ProbeSettings
-from greenmachine.sampling import sample_indices
-from greenmachine.truth import GroundTruth, find_truth_source, load_truth
+from greenmachine.probing.probe import ProbeSettings
+from greenmachine.spaces.sampling import sample_indices
+from greenmachine.spaces.truth import GroundTruth, find_truth_source, load_truth
 from greenmachine.ui import Reporter
 
 DATA_ENV = "GREENMACHINE_DATA"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from greenmachine.cache import ProbeCache
-from greenmachine.truth import load_table
+from greenmachine.probing.cache import ProbeCache
+from greenmachine.spaces.truth import load_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GREENMACHINE_DATA", ROOT.parent / "shared" / "data")).resolve()

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from conftest import OFFICIAL_INDICES, TSS_OFFICIAL
-from greenmachine import baselines as bl
-from greenmachine.baselines import ProxyInputs, get_proxy, load_all
+from greenmachine.proxies import baselines as bl
+from greenmachine.proxies.baselines import ProxyInputs, get_proxy, load_all
 from greenmachine.cli import main
-from greenmachine.datasets import probe_batch
-from greenmachine.probing import init_network
-from greenmachine.truth import official_costs
+from greenmachine.probing.datasets import probe_batch
+from greenmachine.probing.probe import init_network
+from greenmachine.spaces.truth import official_costs
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|avg_pool_3x3~2|"
 
@@ -92,7 +92,7 @@ def test_jacov_ignores_the_scale_of_the_logits(batch):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "ImageNet16-120"])
 def test_params_and_flops_equal_the_official_records(data_dir, dataset):
-    from greenmachine.truth import open_official
+    from greenmachine.spaces.truth import open_official
 
     archs = open_official(TSS_OFFICIAL, "tss").meta_archs
     res = 16 if dataset == "ImageNet16-120" else 32
@@ -127,7 +127,7 @@ def test_baselines_command_end_to_end(tmp_path, capsys, env):
 
 
 def test_infinite_scores_rank_at_the_ends_and_nan_is_left_out():
-    from greenmachine.comparison import _stats
+    from greenmachine.proxies.comparison import _stats
 
     acc = np.array([10.0, 50.0, 60.0, 70.0, 80.0])
     s = _stats("naswot", "baseline", np.array([-np.inf, 1.0, 2.0, 3.0, np.inf]), acc, 1.0)

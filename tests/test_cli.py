@@ -10,7 +10,7 @@ import pytest
 from conftest import DATA
 from fake_sss import data_dir_with_sss
 from greenmachine.cli import main
-from greenmachine.truth import load_official, load_table
+from greenmachine.spaces.truth import load_official, load_table
 
 TINY = ["--sample-size", "10", "--population", "6", "--generations", "1", "--batch-size", "16", "--quiet"]
 

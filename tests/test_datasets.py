@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from greenmachine.datasets import load_images, probe_batch
+from greenmachine.probing.datasets import load_images, probe_batch
 from greenmachine.errors import GreenmachineError
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
-from greenmachine.evolution import run_evolution
-from greenmachine.proxyfile import load_proxy
+from greenmachine.search.evolution import run_evolution
+from greenmachine.proxies.proxyfile import load_proxy
 
 TINY = EvolveConfig(sample_size=12, population=10, generations=3, batch_size=16, max_height=6, init_max_depth=4,
                     strata=4, seed=7)

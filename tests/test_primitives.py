@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from deap import gp
 
-from greenmachine.baselines import ProxyInputs, get_proxy
-from greenmachine.cache import probe_sample
-from greenmachine.classic import classic_tokens
-from greenmachine.datasets import probe_batch
+from greenmachine.proxies.baselines import ProxyInputs, get_proxy
+from greenmachine.probing.cache import probe_sample
+from greenmachine.proxies.classic import classic_tokens
+from greenmachine.probing.datasets import probe_batch
 from greenmachine.errors import GreenmachineError
-from greenmachine.fitness import WORST_FITNESS, kendall_fitness
-from greenmachine.primitives import (
+from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
+from greenmachine.proxies.primitives import (
     check_tokens,
     evaluate,
     parse_expression,
@@ -23,8 +23,8 @@ from greenmachine.primitives import (
     tree_from_tokens,
     tree_tokens,
 )
-from greenmachine.probing import ProbeSettings, init_network
-from greenmachine.terminals import ProbeBatch
+from greenmachine.probing.probe import ProbeSettings, init_network
+from greenmachine.probing.terminals import ProbeBatch
 
 INDICES = (11, 284, 1, 7)  # official records 11 and 284, and two more
 

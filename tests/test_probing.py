@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from greenmachine import cache as cache_module
-from greenmachine.cache import ProbeCache, probe_sample
-from greenmachine.probing import GROUPS, ProbeSettings, init_network, probe_network, weighted_layers
-from greenmachine.datasets import probe_batch
+from greenmachine.probing import cache as cache_module
+from greenmachine.probing.cache import ProbeCache, probe_sample
+from greenmachine.probing.probe import GROUPS, ProbeSettings, init_network, probe_network, weighted_layers
+from greenmachine.probing.datasets import probe_batch
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|nor_conv_3x3~1|avg_pool_3x3~2|"  # official index 11
 
@@ -73,8 +73,8 @@ def test_truncated_cache_file_is_probed_again(tmp_path, data_dir):
 
 def test_a_tree_needs_only_its_own_pass(tmp_path, data_dir, tss_truth):
     """A ReLU-side tree scored from the spectrum pass alone equals the same tree on a full probe."""
-    from greenmachine.primitives import evaluate, parse_expression
-    from greenmachine.terminals import ProbeBatch
+    from greenmachine.proxies.primitives import evaluate, parse_expression
+    from greenmachine.probing.terminals import ProbeBatch
 
     settings = ProbeSettings("tss", "cifar10", batch_size=8)
     items = [(i, tss_truth.arch(i)) for i in (11, 284, 5)]

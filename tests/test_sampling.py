@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from greenmachine.errors import GreenmachineError
-from greenmachine.sampling import sample_indices
+from greenmachine.spaces.sampling import sample_indices
 
 
 @pytest.mark.parametrize("sampling", ["random", "stratified"])

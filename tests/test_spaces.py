@@ -12,7 +12,7 @@ from greenmachine.spaces import (
     sss_archs,
     validate_arch,
 )
-from greenmachine.truth import official_costs, open_official
+from greenmachine.spaces.truth import official_costs, open_official
 
 
 def test_tss_generated_set_is_the_official_list_and_table_follows_official_order(tss_truth):

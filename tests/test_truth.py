@@ -5,7 +5,7 @@ import pytest
 
 from conftest import DATA, OFFICIAL_INDICES, SSS_OFFICIAL, TSS_OFFICIAL
 from greenmachine.errors import GreenmachineError
-from greenmachine.truth import DATASET_NAMES, export_table, find_truth_source, load_official, load_table
+from greenmachine.spaces.truth import DATASET_NAMES, export_table, find_truth_source, load_official, load_table
 
 
 def test_table_and_official_api_agree_on_the_official_records(tss_truth):

@@ -6,7 +6,7 @@ direct implementation), and they can seed the initial population of an evolution
 
 from __future__ import annotations
 
-from greenmachine.primitives import parse_expression
+from greenmachine.proxies.primitives import parse_expression
 
 CLASSIC_EXPRESSIONS: dict[str, str] = {
     # sum over layers of sum |W * dR/dW| on the BN-free, |W|, all-ones float64 network (Tanaka et al. 2020)

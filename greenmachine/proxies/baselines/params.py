@@ -1,7 +1,7 @@
 """#params: every trainable parameter (Conv, BatchNorm affine, Linear weight and bias), the count that the
 NATS-Bench ``params`` field reports (in millions)."""
 
-from greenmachine.baselines import ProxyInputs, measure
+from greenmachine.proxies.baselines import ProxyInputs, measure
 
 
 @measure("params")

@@ -16,7 +16,7 @@ from typing import Any
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import write_text_atomic
-from greenmachine.primitives import check_tokens, parse_expression, tree_expression
+from greenmachine.proxies.primitives import check_tokens, parse_expression, tree_expression
 from greenmachine.spaces import SPACES
 
 FORMAT = "greenmachine-proxy"

@@ -76,7 +76,7 @@ def check_official_order(space: str, archs: Sequence[str]) -> None:
 
 
 def num_classes(dataset: str) -> int:
-    from greenmachine.datasets import DATASETS
+    from greenmachine.probing.datasets import DATASETS
 
     return DATASETS[dataset].num_classes
 

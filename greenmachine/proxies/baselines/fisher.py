@@ -2,7 +2,7 @@
 Conv/Linear layer and its loss gradient g, per channel 0.5 * mean over the batch of (sum over space of a*g)^2,
 summed over channels and layers (cross-entropy, train mode)."""
 
-from greenmachine.baselines import ProxyInputs, measure
+from greenmachine.proxies.baselines import ProxyInputs, measure
 
 
 @measure("fisher")

@@ -5,7 +5,7 @@ score = sum over Conv/Linear layers of sum(-W * Hg), where Hg is the gradient of
 import torch
 import torch.nn.functional as F
 
-from greenmachine.baselines import ProxyInputs, layers, logits, measure
+from greenmachine.proxies.baselines import ProxyInputs, layers, logits, measure
 
 
 @measure("grasp")

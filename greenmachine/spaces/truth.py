@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from greenmachine.datasets import DATASETS, check_dataset
+from greenmachine.probing.datasets import DATASETS, check_dataset
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import atomic_open
 from greenmachine.spaces import check_official_order, check_space, space_size, sss_archs, validate_arch

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from greenmachine.baselines import ProxyInputs, logits, measure
+from greenmachine.proxies.baselines import ProxyInputs, logits, measure
 
 
 @measure("naswot")

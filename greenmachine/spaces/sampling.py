@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 
 from greenmachine.errors import GreenmachineError
-from greenmachine.truth import GroundTruth
+from greenmachine.spaces.truth import GroundTruth
 
 SAMPLINGS = ("stratified", "random")
 

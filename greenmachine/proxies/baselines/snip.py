@@ -2,7 +2,7 @@
 sensitivity |dL/dm| of a weight mask m = 1, i.e. sum |W * dL/dW| over Conv/Linear layers, for the cross-entropy
 of one minibatch with the network in train mode."""
 
-from greenmachine.baselines import ProxyInputs, layers, measure
+from greenmachine.proxies.baselines import ProxyInputs, layers, measure
 
 
 @measure("snip")

@@ -7,8 +7,8 @@ sum over Conv/Linear layers of sum |W * d(sum logits)/dW|. It depends on neither
 
 import torch
 
-from greenmachine.baselines import ProxyInputs, layers, logits, measure
-from greenmachine.probing import synflow_network
+from greenmachine.proxies.baselines import ProxyInputs, layers, logits, measure
+from greenmachine.probing.probe import synflow_network
 
 
 @measure("synflow")

@@ -5,7 +5,7 @@ network runs as built (train mode), like the other proxies here. Labels are not 
 
 import torch
 
-from greenmachine.baselines import ProxyInputs, measure
+from greenmachine.proxies.baselines import ProxyInputs, measure
 
 
 @measure("meco")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from greenmachine.probing import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS, WEIGHT_TERMINALS, NetworkProbe
+from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS, WEIGHT_TERMINALS, NetworkProbe
 
 
 class Family:

@@ -10,14 +10,14 @@ from typing import Sequence
 
 import numpy as np
 
-from greenmachine.cache import ProbeCache, probe_sample
+from greenmachine.probing.cache import ProbeCache, probe_sample
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.files import atomic_open
-from greenmachine.fitness import rank_correlations
-from greenmachine.primitives import evaluate, terminals_of
-from greenmachine.probing import ProbeSettings, groups_for
-from greenmachine.terminals import ProbeBatch
-from greenmachine.truth import GroundTruth
+from greenmachine.proxies.fitness import rank_correlations
+from greenmachine.proxies.primitives import evaluate, terminals_of
+from greenmachine.probing.probe import ProbeSettings, groups_for
+from greenmachine.probing.terminals import ProbeBatch
+from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
 
 CHUNK = 50  # networks per probe batch: bounds memory, whatever the sample size

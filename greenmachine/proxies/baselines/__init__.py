@@ -85,7 +85,7 @@ def logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def load_all() -> dict[str, Callable[[ProxyInputs], float]]:
     for mod in MODULES:
-        importlib.import_module(f"greenmachine.baselines.{mod}")
+        importlib.import_module(f"greenmachine.proxies.baselines.{mod}")
     return REGISTRY
 
 

@@ -234,7 +234,7 @@ def probe_network(
     groups: Iterable[str] = tuple(GROUPS),
 ) -> NetworkProbe:
     """Run the requested probe passes on one freshly initialised network."""
-    from greenmachine.datasets import DATASETS
+    from greenmachine.probing.datasets import DATASETS
 
     start = time.perf_counter()
     device = torch.device(settings.device)

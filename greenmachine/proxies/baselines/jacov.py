@@ -4,7 +4,7 @@ C = corrcoef(J), score = -sum(log(v + k) + 1/(v + k)) over the eigenvalues v of 
 import numpy as np
 import torch
 
-from greenmachine.baselines import ProxyInputs, logits, measure
+from greenmachine.proxies.baselines import ProxyInputs, logits, measure
 
 
 @measure("jacov")

@@ -1,7 +1,7 @@
 """grad_norm (Abdelfattah et al. 2021, NASLib): sum over Conv/Linear layers of the L2 norm of dL/dW for the
 cross-entropy of one minibatch (train mode)."""
 
-from greenmachine.baselines import ProxyInputs, layers, measure
+from greenmachine.proxies.baselines import ProxyInputs, layers, measure
 
 
 @measure("grad_norm")

@@ -18,18 +18,18 @@ from typing import Sequence
 
 import numpy as np
 
-from greenmachine.baselines import ProxyInputs, get_proxy, load_all
-from greenmachine.cache import ProbeCache, probe_sample
-from greenmachine.datasets import DATASETS, probe_batch
+from greenmachine.proxies.baselines import ProxyInputs, get_proxy, load_all
+from greenmachine.probing.cache import ProbeCache, probe_sample
+from greenmachine.probing.datasets import DATASETS, probe_batch
 from greenmachine.errors import GreenmachineError
-from greenmachine.fitness import rank_correlations
+from greenmachine.proxies.fitness import rank_correlations
 from greenmachine.files import write_text_atomic
-from greenmachine.primitives import evaluate
-from greenmachine.probing import ProbeSettings, init_network
-from greenmachine.proxyfile import Proxy
-from greenmachine.scoring import probe_passes
-from greenmachine.terminals import ProbeBatch
-from greenmachine.truth import GroundTruth
+from greenmachine.proxies.primitives import evaluate
+from greenmachine.probing.probe import ProbeSettings, init_network
+from greenmachine.proxies.proxyfile import Proxy
+from greenmachine.proxies.scoring import probe_passes
+from greenmachine.probing.terminals import ProbeBatch
+from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
 
 # the NASLib / foresight proxies plus #params, FLOPs and the two recent ones; the CSV has one column each

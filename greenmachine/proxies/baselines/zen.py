@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from greenmachine.baselines import ProxyInputs, measure
+from greenmachine.proxies.baselines import ProxyInputs, measure
 
 
 @measure("zen")

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from greenmachine.baselines import ProxyInputs, layers, logits, measure
+from greenmachine.proxies.baselines import ProxyInputs, layers, logits, measure
 
 
 @measure("zico")

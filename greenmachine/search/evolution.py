@@ -22,18 +22,18 @@ from typing import Any, Callable
 import numpy as np
 from deap import base, creator, gp, tools
 
-from greenmachine.cache import ProbeCache, probe_sample
-from greenmachine.classic import CLASSIC_EXPRESSIONS, classic_tokens
+from greenmachine.probing.cache import ProbeCache, probe_sample
+from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import atomic_open, write_text_atomic
-from greenmachine.fitness import WORST_FITNESS, kendall_fitness
-from greenmachine.primitives import evaluate_chunks, primitive_set, tree_expression, tree_from_tokens, tree_tokens
-from greenmachine.proxyfile import Proxy, save_proxy
-from greenmachine.sampling import sample_indices
-from greenmachine.terminals import ProbeBatch, chunked_batches
-from greenmachine.truth import GroundTruth
+from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
+from greenmachine.proxies.primitives import evaluate_chunks, primitive_set, tree_expression, tree_from_tokens, tree_tokens
+from greenmachine.proxies.proxyfile import Proxy, save_proxy
+from greenmachine.spaces.sampling import sample_indices
+from greenmachine.probing.terminals import ProbeBatch, chunked_batches
+from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
 from greenmachine.workspace import probe_settings
 

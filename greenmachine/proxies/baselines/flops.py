@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from greenmachine.baselines import ProxyInputs, measure
+from greenmachine.proxies.baselines import ProxyInputs, measure
 
 
 @measure("flops")

@@ -17,10 +17,10 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from greenmachine.datasets import probe_batch
+from greenmachine.probing.datasets import probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
-from greenmachine.probing import GROUPS, NetworkProbe, ProbeSettings, probe_network
+from greenmachine.probing.probe import GROUPS, NetworkProbe, ProbeSettings, probe_network
 
 
 def default_cache_dir() -> Path:

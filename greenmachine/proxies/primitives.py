@@ -28,7 +28,7 @@ import torch
 from deap import gp
 
 from greenmachine.errors import GreenmachineError
-from greenmachine.terminals import Family, ProbeBatch
+from greenmachine.probing.terminals import Family, ProbeBatch
 
 
 class WTensor: ...

@@ -1,0 +1,1 @@
+"""Probing untrained networks: the probe minibatch, the probe passes, the probe cache and the terminals."""

@@ -1,0 +1,1 @@
+"""Search loops: evolving proxies (GP) and, beside it, architecture search."""
