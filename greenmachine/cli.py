@@ -213,6 +213,11 @@ def truth_export(space, official_dir, out_path, quiet):
     click.echo(f"wrote {rows} architectures to {out_path}")
 
 
+@cli.group()
+def energy() -> None:
+    """Energy: what runs spent, and the EC-NAS training-energy surrogate."""
+
+
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
