@@ -16,6 +16,7 @@ from greenmachine.spaces.nb101_cells import (
     cell_from_graph,
     encode,
     parse_cell,
+    network_cost,
     parse_cell_codes,
 )
 
@@ -137,3 +138,35 @@ def test_malformed_constructions_raise():
         parse_cell("0101" "0000" "0000" "0000", "input,output,pad,pad")
     with pytest.raises(GreenmachineError, match="cannot pad"):
         parse_cell("0100", "input,output").padded(1)
+
+
+@pytest.mark.parametrize("name,adj,ops,parse", [
+    ("ecnas_5V9E_4epochs_measured.csv", "adjacency", "operations", parse_cell),
+    ("surrogate_7V_train_energy.csv", "adjacency_7x7", "op_codes", parse_cell_codes),
+])
+def test_network_params_equal_ecnas_trainable_params(name, adj, ops, parse):
+    with open(ECNAS / name, newline="") as f:
+        rows = list(csv.DictReader(f))
+    wrong = [r for r in rows if network_cost(parse(r[adj], r[ops])).params != int(r["trainable_params"])]
+    assert not wrong
+
+
+def test_network_cost_matches_the_torch_network():
+    import torch
+    from nasbench_pytorch.model import Network
+
+    for cell in (parse_cell("0100", "input,output"),
+                 parse_cell("0111000010000010000100000", "input,conv1x1-bn-relu,maxpool3x3,conv3x3-bn-relu,output")):
+        net = Network((torch.tensor(cell.array()), list(cell.ops)), num_labels=10)
+        cost = network_cost(cell)
+        # nasbench_pytorch's Placeholder modules hold a dummy scalar each, which is not a weight of the network
+        real = sum(p.numel() for name, p in net.named_parameters() if not name.endswith(".a"))
+        assert cost.params == real
+        macs = []
+        hooks = [mod.register_forward_hook(lambda mod, i, o: macs.append(o.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]))
+                 for mod in net.modules() if isinstance(mod, torch.nn.Conv2d)]
+        with torch.no_grad():
+            net(torch.zeros(1, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        assert cost.conv_macs == sum(macs)
