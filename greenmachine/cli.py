@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,36 @@ def _cache(cache_dir, no_cache):
     return ProbeCache(None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir())
 
 
+def _energy_options(f):
+    """--carbon-intensity, --pue, --training-device-w, --cpu-watts-per-core (defaults and sources: energy/)."""
+    f = click.option("--cpu-watts-per-core", type=float, default=None,
+                     help="Power per busy core for the CPU-time estimate when no NVML/RAPL counter is readable "
+                          "(default 12 W: Green Algorithms, unknown CPU).")(f)
+    f = click.option("--training-device-w", type=float, default=None,
+                     help="Power of the device the benchmark trained on, for the training energy avoided "
+                          "(default 250 W: GTX 1080 Ti / RTX 2080 Ti / V100 PCIe board power).")(f)
+    f = click.option("--pue", type=float, default=None,
+                     help="Power usage effectiveness of the facility (default 1.56: Uptime Institute 2024; 1 for a desktop).")(f)
+    f = click.option("--carbon-intensity", type=float, default=None,
+                     help="Grid carbon intensity in gCO2eq/kWh (default 475: world average, IEA 2019).")(f)
+    return f
+
+
+def _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core):
+    """The validated conversion factors of a command (unset options keep the documented defaults)."""
+    from greenmachine.energy.accounting import EnergySettings
+
+    given = {"carbon_g_per_kwh": carbon_intensity, "pue": pue, "training_device_w": training_device_w,
+             "cpu_watts_per_core": cpu_watts_per_core}
+    return EnergySettings(**{k: v for k, v in given.items() if v is not None}).validate()
+
+
+def _meter(device: str, energy_settings):
+    from greenmachine.energy.meter import make_meter
+
+    return make_meter(device or "cpu", energy_settings.cpu_watts_per_core)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="greenmachine")
 def cli() -> None:
@@ -54,9 +85,11 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last generation.")
 @click.option("--seed-baselines/--no-seed-baselines", default=None,
               help="Put the baselines the GP language expresses (synflow, snip, grad_norm, naswot, ...) in generation 0.")
+@_energy_options
 @_common
 def evolve(space, dataset, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
-           out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet):
+           out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet,
+           carbon_intensity, pue, training_device_w, cpu_watts_per_core):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
     from greenmachine.search.evolution import run_evolution
@@ -69,16 +102,23 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
         seed_classics=seed_baselines,
     ).validate()
+    energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     data = resolve_data_dir(data_dir)
     out = Path(out_dir or f"runs/{config.space}-{config.dataset}-{config.seed}")
     reporter = Reporter(quiet=quiet)
+    meter = _meter(config.device, energy_settings)
     with reporter.session():
         truth = load_space_truth(data, config.space, reporter)
+        # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
+        metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
         result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache), resume=resume,
-                               reporter=reporter)
-    out_console.print(evolution_summary(config, result))
+                               reporter=reporter, **metered)
+    energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result.sample_indices,
+                                  out / "proxy.json")
+    out_console.print(evolution_summary(config, result, energy_block))
     click.echo(f"best_kendall_tau={result.best_fitness:.4f}")
     click.echo(f"proxy={out / 'proxy.json'}")
+    _echo_energy(energy_block)
 
 
 @cli.command()
@@ -92,16 +132,19 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_energy_options
 @_common
 def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, device,
-          data_dir, cache_dir, no_cache, quiet):
+          data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
+    from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.proxyfile import load_proxy
     from greenmachine.report import summary_path, write_score_summary
     from greenmachine.proxies.scoring import score_tokens, write_scores_csv
     from greenmachine.ui import Reporter
     from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
 
+    energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     proxy = load_proxy(proxy_path)
     if out_path and Path(proxy_path).resolve() in (Path(out_path).resolve(), summary_path(out_path).resolve()):
         raise GreenmachineError(f"--out {out_path} would overwrite the proxy file {proxy_path}")
@@ -109,6 +152,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     dataset = dataset or proxy.dataset or "cifar10"
     data = resolve_data_dir(data_dir)
     reporter = Reporter(quiet=quiet)
+    meter = _meter(device, energy_settings)
     with reporter.session():
         truth = load_space_truth(data, space, reporter)
         # indices of another space name other networks: nothing to exclude then
@@ -118,15 +162,19 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
                                   device, init_seed=proxy.probe.get("init_seed"))
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data, cache=_cache(cache_dir, no_cache),
-                              reporter=reporter)
+                              reporter=reporter, meter=meter)
+    block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
+                                                                 energy_settings.training_device_w),
+                         "score", len(result.indices))
     if out_path:
         write_scores_csv(result, out_path)
         write_score_summary(result, proxy_path, space, dataset, sampling if not archs else "archs", seed,
-                            summary_path(out_path))
+                            summary_path(out_path), energy=block)
     click.echo(f"architectures={len(result.indices)} space={space} dataset={dataset}")
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")
     click.echo(f"seconds_per_network={result.seconds / max(1, len(result.indices)):.3f}")
+    _echo_energy(block)
 
 
 @cli.command()
@@ -146,16 +194,20 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="CSV of per-architecture scores; a .summary.json and a .png land beside it.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_energy_options
 @_common
 def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, includes, exclude_evolution_sample,
-              batch_size, probe_seed, out_path, device, data_dir, cache_dir, no_cache, quiet):
+              batch_size, probe_seed, out_path, device, data_dir, cache_dir, no_cache, quiet,
+              carbon_intensity, pue, training_device_w, cpu_watts_per_core):
     """Score the hand-designed proxies (and evolved ones) on the same architectures, images and seeds."""
+    from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.comparison import DEFAULT_PROXIES, check_proxy_names, compare, scatter_figure, write_summary
     from greenmachine.proxies.proxyfile import load_proxy
     from greenmachine.report import comparison_table, summary_path
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
 
+    energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     names = check_proxy_names([p.strip() for p in proxies.split(",") if p.strip()] if proxies else DEFAULT_PROXIES)
     evolved = {}
     for path in includes:
@@ -166,6 +218,7 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
         evolved[key] = load_proxy(p)
     data = resolve_data_dir(data_dir)
     reporter = Reporter(quiet=quiet)
+    meter = _meter(device, energy_settings)
     with reporter.session():
         truth = load_space_truth(data, space, reporter)
         exclude = {i for p in evolved.values() if p.space == space for i in p.sample_indices} \
@@ -173,16 +226,20 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, sorted(exclude))
         settings = probe_settings(space, dataset, batch_size, probe_seed, device)
         result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
-                         cache=_cache(cache_dir, no_cache), reporter=reporter)
+                         cache=_cache(cache_dir, no_cache), reporter=reporter, meter=meter)
+    block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
+                                                                 energy_settings.training_device_w),
+                         "baselines", len(result.indices))
     title = f"{space} / {dataset}: {len(indices)} architectures, batch {batch_size}"
-    out_console.print(comparison_table(result, title))
+    out_console.print(comparison_table(result, title, block))
     for s in result.ranked():
         click.echo(f"{s.name}: kendall_tau={s.kendall_tau:.4f} spearman_rho={s.spearman_rho:.4f} "
                    f"valid={s.valid} seconds_per_network={s.seconds_per_network:.3f}")
+    _echo_energy(block)
     if out_path:
         meta = {"space": space, "dataset": dataset, "sampling": sampling if not archs else "archs", "seed": seed,
                 "batch_size": batch_size, "probe_seed": probe_seed}
-        write_summary(result, summary_path(out_path), meta)
+        write_summary(result, summary_path(out_path), meta, energy=block)
         figure = scatter_figure(result, Path(out_path).with_suffix(".png"), title)
         click.echo(f"csv={out_path}")
         if figure:
@@ -216,6 +273,53 @@ def truth_export(space, official_dir, out_path, quiet):
 @cli.group()
 def energy() -> None:
     """Energy: what runs spent, and the EC-NAS training-energy surrogate."""
+
+
+@energy.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the totals as JSON.")
+def energy_report(runs, json_out):
+    """Sum what a set of runs spent (probing, GP, scoring) from the energy blocks of their summary JSONs."""
+    import json
+
+    from greenmachine.files import write_text_atomic
+    from greenmachine.report import energy_report_table, find_energy_blocks
+    from greenmachine.ui import out_console
+
+    found = find_energy_blocks([Path(r) for r in runs])
+    table, total = energy_report_table(found)
+    out_console.print(table)
+    click.echo(f"runs={len(found)} joules={total['joules']:.1f} kwh={total['kwh']:.6g} co2eq_g={total['co2eq_g']:.4g} "
+               f"estimated={str(total['estimated']).lower()}")
+    if json_out:
+        write_text_atomic(json_out, json.dumps({"files": [str(p) for p, _, _ in found], "total": total}, indent=2) + "\n")
+
+
+def _echo_energy(block: dict) -> None:
+    """The energy of a command on stdout: one readable line and the machine-readable figures."""
+    from greenmachine.energy.accounting import summary_line
+
+    click.echo(f"energy: {summary_line(block)}")
+    avoided = block["training_kwh_avoided"]
+    click.echo(f"energy_joules={block['joules']:.1f} source={block['source']} estimated={str(block['estimated']).lower()} "
+               f"co2eq_g={block['co2eq_g']:.4g} training_kwh_avoided={'null' if avoided is None else f'{avoided:.6g}'}")
+
+
+def _evolve_energy(meter, energy_settings, truth, dataset: str, indices, proxy_path: Path) -> dict:
+    """The energy block of an evolution, added to its proxy.json (the run record) and returned for the summary."""
+    import json
+
+    from greenmachine.energy.accounting import energy_block, training_energy
+    from greenmachine.files import write_text_atomic
+
+    block = energy_block(meter, energy_settings,
+                         training_energy(truth, dataset, indices, energy_settings.training_device_w),
+                         "evolve", len(indices))
+    if proxy_path.is_file():
+        data = json.loads(proxy_path.read_text())
+        data["energy"] = block
+        write_text_atomic(proxy_path, json.dumps(data, indent=2) + "\n")
+    return block
 
 
 @cli.command()

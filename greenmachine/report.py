@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from greenmachine.config import EvolveConfig
+from greenmachine.energy.accounting import format_joules, format_kwh, sum_blocks, summary_line
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import write_text_atomic
 
@@ -16,7 +17,7 @@ from greenmachine.files import write_text_atomic
 PUBLISHED_TAU = {("tss", "cifar10"): 0.78, ("tss", "cifar100"): 0.71, ("sss", "cifar10"): 0.89, ("sss", "cifar100"): 0.77}
 
 
-def evolution_summary(config: EvolveConfig, result) -> Table:
+def evolution_summary(config: EvolveConfig, result, energy: dict | None = None) -> Table:
     table = Table(title=f"greenmachine evolve: {config.space} / {config.dataset}", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -31,13 +32,15 @@ def evolution_summary(config: EvolveConfig, result) -> Table:
         ("total time", f"{result.seconds:.1f} s"),
         ("results", str(result.out_dir)),
     ]
+    if energy is not None:
+        rows.append(("energy", summary_line(energy)))
     for k, v in rows:
         table.add_row(k, v)
     return table
 
 
-def comparison_table(result, title: str) -> Table:
-    table = Table(title=title)
+def comparison_table(result, title: str, energy: dict | None = None) -> Table:
+    table = Table(title=title, caption=summary_line(energy) if energy is not None else None)
     for col, just in (("proxy", "left"), ("kind", "left"), ("Kendall tau", "right"), ("Spearman rho", "right"),
                       ("valid", "right"), ("s / network", "right")):
         table.add_column(col, justify=just)
@@ -53,7 +56,8 @@ def summary_path(csv_path: str | Path) -> Path:
     return p.with_name(p.stem + ".summary.json")
 
 
-def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: str, seed: int, path: Path) -> None:
+def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: str, seed: int, path: Path,
+                        energy: dict | None = None) -> None:
     summary = {
         "proxy": str(proxy_path),
         "space": space,
@@ -66,6 +70,8 @@ def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: 
         "probe_seconds": result.probe_seconds,
         "seconds": result.seconds,
     }
+    if energy is not None:
+        summary["energy"] = energy
     write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 
@@ -103,3 +109,64 @@ def reproduction_table(run_dirs: list[Path]) -> str:
                 f"{data['architectures']} | {_fmt(best['kendall_tau'])} | {_fmt(best['spearman_rho'])} | — |"
             )
     return "\n".join(lines + baseline_lines) + "\n"
+
+
+def find_energy_blocks(paths: list[Path]) -> list[tuple[Path, str, dict]]:
+    """Every JSON file under ``paths`` (run folders, searched recursively, or JSON files) that holds an ``energy``
+    block: its path, its name relative to the folder given (``run/proxy.json``), the block. A folder without any is an
+    error, so that a typo does not sum to 0."""
+    found: list[tuple[Path, str, dict]] = []
+    for root in paths:
+        if not root.exists():
+            raise GreenmachineError(f"no such run folder or file: {root}")
+        files = [root] if root.is_file() else sorted(root.rglob("*.json"))
+        shown = (lambda f: f.name) if root.is_file() else (lambda f: str(f.relative_to(root.parent)))
+        blocks = []
+        for f in files:
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                if root.is_file():
+                    raise GreenmachineError(f"{f} is not a readable JSON file") from None
+                continue
+            block = data.get("energy") if isinstance(data, dict) else None
+            if isinstance(block, dict) and isinstance(block.get("joules"), (int, float)):
+                blocks.append((f, shown(f), block))
+        if not blocks:
+            raise GreenmachineError(f"{root} holds no summary JSON with an energy block (proxy.json, "
+                                    "*.summary.json written by evolve, score or baselines)")
+        found.extend(blocks)
+    return found
+
+
+def energy_report_table(found: list[tuple[Path, str, dict]]) -> tuple[Table, dict]:
+    """One row per energy block (what each command spent, split into probing and the rest: GP, scoring, tree
+    evaluation, loading), and a total row. Estimated figures are marked ``*``."""
+    table = Table(title="greenmachine energy report")
+    for col, just in (("file", "left"), ("command", "left"), ("source", "left"), ("networks", "right"),
+                      ("probing", "right"), ("GP, scoring, other", "right"), ("total", "right"),
+                      ("gCO2eq", "right"), ("training them", "right"), ("ratio", "right")):
+        table.add_column(col, justify=just)
+    for _, name, b in found:
+        mark = "*" if b.get("estimated", True) else ""
+        table.add_row(name, str(b.get("command", "?")), f"{b.get('source', '?')}{mark}", f"{b.get('networks', 0):,}",
+                      format_joules(float(b.get("probing_j") or 0.0)), format_joules(float(b.get("other_j") or 0.0)),
+                      format_joules(float(b["joules"])), f"{float(b.get('co2eq_g') or 0.0):.4g}", _avoided(b.get("training_kwh_avoided")),
+                      _ratio(b.get("training_kwh_avoided"), float(b["joules"])))
+    total = sum_blocks([b for _, _, b in found])
+    table.add_row("total", "", "+".join(total["sources"]) + ("*" if total["estimated"] else ""),
+                  f"{total['networks']:,}", format_joules(total["probing_j"]), format_joules(total["other_j"]),
+                  format_joules(total["joules"]), f"{total['co2eq_g']:.4g}",
+                  _avoided(total["training_kwh_avoided"]), _ratio(total["training_kwh_avoided"], total["joules"]),
+                  style="bold")
+    if total["estimated"]:
+        table.caption = "* estimated: CPU time x watts per core (no NVML or RAPL counter was readable)"
+    return table, total
+
+
+def _avoided(k) -> str:
+    return "unknown" if k is None else format_kwh(float(k))
+
+
+def _ratio(k, joules: float) -> str:
+    return "—" if k is None or joules <= 0 else f"1 : {float(k) * 3.6e6 / joules:,.0f}"

@@ -11,15 +11,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from greenmachine.proxies.baselines import ProxyInputs, get_proxy, load_all
-from greenmachine.probing.cache import ProbeCache, probe_sample
+from greenmachine.energy.meter import Meter
+from greenmachine.executor import Executor
+from greenmachine.probing.cache import JobResult, ProbeCache, metered_map, probe_sample
 from greenmachine.probing.datasets import DATASETS, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.proxies.fitness import rank_correlations
@@ -27,7 +31,7 @@ from greenmachine.files import write_text_atomic
 from greenmachine.proxies.primitives import evaluate
 from greenmachine.probing.probe import ProbeSettings, init_network
 from greenmachine.proxies.proxyfile import Proxy
-from greenmachine.proxies.scoring import probe_passes
+from greenmachine.proxies.scoring import CHUNK, probe_passes
 from greenmachine.probing.terminals import ProbeBatch
 from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
@@ -83,6 +87,26 @@ def _stats(name: str, kind: str, scores: np.ndarray, accuracy: np.ndarray, secon
     return ProxyStats(name, kind, tau, rho, int(ok.sum()), seconds / max(1, len(scores)))
 
 
+def _baseline_job(settings: ProbeSettings, dataset: str, images, labels, names: tuple[str, ...],
+                  job: tuple[int, str]) -> JobResult:
+    """Every baseline on one network: built and initialised once (the protocol's seed), each proxy on it in turn.
+    A proxy that fails on a network gives NaN there (counted as invalid); the comparison goes on."""
+    index, arch = job
+    cpu0 = time.process_time()
+    net = init_network(settings.space, arch, dataset, settings.init_seed, index).to(settings.device)
+    inputs = ProxyInputs(net, images, labels, DATASETS[dataset].num_classes, seed=settings.init_seed + index)
+    scores: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            scores[name] = float(get_proxy(name)(inputs))
+        except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+            scores[name] = math.nan
+        seconds[f"baseline:{name}"] = time.perf_counter() - t0
+    return JobResult(index, arch, scores, seconds, time.process_time() - cpu0, os.getpid())
+
+
 def compare(
     truth: GroundTruth,
     dataset: str,
@@ -94,7 +118,14 @@ def compare(
     out_csv: str | Path | None = None,
     cache: ProbeCache | None = None,
     reporter: Reporter | None = None,
+    executor: Executor | None = None,
+    meter: Meter | None = None,
 ) -> Comparison:
+    """Score the baselines and the evolved proxies on the same networks, in chunks of ``CHUNK`` networks.
+
+    Per chunk, the evolved proxies are evaluated on probes of the chunk (``probe_sample``: cached or probed, one
+    meter window), then the baselines run network by network through the same metered loop (``metered_map``, one
+    window per chunk) and each network's CSV row is appended as its baselines finish."""
     reporter = reporter or Reporter(quiet=True)
     evolved = evolved or {}
     proxies = check_proxy_names(proxies)
@@ -108,26 +139,34 @@ def compare(
     seconds = {c: 0.0 for c in columns}
     items = [(int(i), truth.arch(int(i))) for i in indices]
     accuracy = truth.acc(dataset, [i for i, _ in items])
+    acc_of = {i: float(a) for (i, _), a in zip(items, accuracy)}
     writer = _RowWriter(out_csv, columns)
+    advance = reporter.task("scoring proxies", len(items))
+    job = partial(_baseline_job, settings, dataset, images, labels, tuple(proxies))
     try:
-        for (index, arch), acc in zip(reporter.track(items, len(items), "scoring proxies"), accuracy):
-            net = init_network(settings.space, arch, dataset, settings.init_seed, index).to(settings.device)
-            inputs = ProxyInputs(net, images, labels, DATASETS[dataset].num_classes, seed=settings.init_seed + index)
-            for name in proxies:
-                t0 = time.perf_counter()
-                try:
-                    v = float(get_proxy(name)(inputs))
-                except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
-                    v = math.nan  # counted as invalid for this network; the comparison goes on
-                seconds[name] += time.perf_counter() - t0
-                values[name].append(v)
+        for lo in range(0, len(items), CHUNK):
+            chunk = items[lo : lo + CHUNK]
+            evolved_values: dict[str, np.ndarray] = {}
             for name, proxy in evolved.items():
                 t0 = time.perf_counter()
-                (probe,) = probe_sample([(index, arch)], settings, data_dir, groups=probe_passes(proxy.tokens),
-                                        cache=cache)
-                values[name].append(float(evaluate(proxy.tokens, ProbeBatch([probe], device=settings.device))[0]))
+                probes = probe_sample(chunk, settings, data_dir, groups=probe_passes(proxy.tokens), cache=cache,
+                                      executor=executor, meter=meter)
+                evolved_values[name] = evaluate(proxy.tokens, ProbeBatch(probes, device=settings.device,
+                                                                         consume=True)).cpu().numpy()
+                del probes
                 seconds[name] += time.perf_counter() - t0
-            writer.write(index, arch, acc, [values[c][-1] for c in columns])
+            if proxies:
+                results = metered_map(job, chunk, executor, meter, label="baselines")
+            else:
+                results = (JobResult(i, a, {}, {}, 0.0, os.getpid()) for i, a in chunk)
+            for pos, result in enumerate(results):
+                for name in proxies:
+                    values[name].append(result.value[name])
+                    seconds[name] += result.pass_seconds[f"baseline:{name}"]
+                for name in evolved:
+                    values[name].append(float(evolved_values[name][pos]))
+                writer.write(result.index, result.arch, acc_of[result.index], [values[c][-1] for c in columns])
+                advance()
     finally:
         writer.close()
     scores = {c: np.array(v, dtype=np.float64) for c, v in values.items()}
@@ -160,12 +199,15 @@ class _RowWriter:
             self._f.close()
 
 
-def write_summary(result: Comparison, path: str | Path, meta: dict) -> None:
+def write_summary(result: Comparison, path: str | Path, meta: dict, energy: dict | None = None) -> None:
+    """``table.summary.json``: the run's settings, one entry per proxy, and the run's ``energy`` block."""
     data = {**meta, "architectures": len(result.indices),
             "proxies": [{"name": s.name, "kind": s.kind,
                          "kendall_tau": None if math.isnan(s.kendall_tau) else s.kendall_tau,
                          "spearman_rho": None if math.isnan(s.spearman_rho) else s.spearman_rho,
                          "valid": s.valid, "seconds_per_network": s.seconds_per_network} for s in result.ranked()]}
+    if energy is not None:
+        data["energy"] = energy
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from greenmachine.energy.meter import Meter
 from greenmachine.probing.cache import ProbeCache, probe_sample
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.files import atomic_open
@@ -50,8 +51,12 @@ def score_tokens(
     cache: ProbeCache | None = None,
     executor: Executor | None = None,
     reporter: Reporter | None = None,
+    meter: Meter | None = None,
 ) -> ScoreResult:
-    """Probe only the passes the tree needs, in chunks, and evaluate the tree on every network."""
+    """Probe only the passes the tree needs, in chunks, and evaluate the tree on every network.
+
+    With a ``meter``, each chunk's probing is one meter window (``probe_sample``); tree evaluation is counted in the
+    meter's total, outside the probing windows."""
     start = time.perf_counter()
     reporter = reporter or Reporter(quiet=True)
     executor = executor or SerialExecutor()
@@ -71,7 +76,8 @@ def score_tokens(
                 advance()
                 yield probe
 
-        probes = probe_sample(chunk, settings, data_dir, groups=groups, cache=cache, executor=executor, progress=progress)
+        probes = probe_sample(chunk, settings, data_dir, groups=groups, cache=cache, executor=executor,
+                              progress=progress, meter=meter)
         for _ in range(len(chunk) - probed[0]):  # the networks that came from the cache
             advance()
         probe_seconds += sum(p.seconds for p in probes)
