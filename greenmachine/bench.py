@@ -25,6 +25,7 @@ from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
 from greenmachine.probing.datasets import probe_batch
 from greenmachine.proxies.primitives import evaluate, primitive_set, tree_tokens
 from greenmachine.probing.probe import init_network, time_forward_backward
+from greenmachine.spaces import space_names
 from greenmachine.spaces.sampling import sample_indices
 from greenmachine.probing.terminals import ProbeBatch
 from greenmachine.workspace import load_space_truth, probe_settings, resolve_data_dir
@@ -32,7 +33,7 @@ from greenmachine.workspace import load_space_truth, probe_settings, resolve_dat
 
 @click.command()
 @click.option("--networks", type=int, default=20, show_default=True)
-@click.option("--space", type=click.Choice(["tss", "sss"]), default="tss", show_default=True)
+@click.option("--space", type=click.Choice(space_names()), default="tss", show_default=True)
 @click.option("--dataset", default="cifar10", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--trees", type=int, default=200, show_default=True, help="Random trees for the evaluation rate.")

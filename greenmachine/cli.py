@@ -12,8 +12,10 @@ import torch
 
 from greenmachine.errors import GreenmachineError
 
-SPACE = click.Choice(["tss", "sss"])
-DATASET = click.Choice(["cifar10", "cifar100", "ImageNet16-120"])
+from greenmachine.spaces import dataset_names, space_names  # the registry: no torch imported
+
+SPACE = click.Choice(space_names())
+DATASET = click.Choice(dataset_names())
 SAMPLING = click.Choice(["stratified", "random"])
 
 
@@ -70,7 +72,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--space", type=SPACE, default=None, help="Search space (default from the config: tss).")
+@click.option("--space", type=SPACE, default=None, help="Search space (default from the config: tss); its own defaults apply.")
 @click.option("--dataset", type=DATASET, default=None, help="Dataset (default from the config: cifar10).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file.")
 @click.option("--sampling", type=SAMPLING, default=None)
@@ -97,7 +99,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import load_space_truth, resolve_data_dir
 
-    config = load_config(config_path).override(
+    config = load_config(config_path, space=space).override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
         seed_classics=seed_baselines,

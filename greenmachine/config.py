@@ -10,7 +10,7 @@ from typing import Any
 from greenmachine.probing.datasets import check_dataset
 from greenmachine.errors import GreenmachineError
 from greenmachine.spaces.sampling import SAMPLINGS
-from greenmachine.spaces import check_space
+from greenmachine.spaces import get_space
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class EvolveConfig:
     eval_baselines: bool = True  # also score the hand-designed baselines on the held-out sample
 
     def validate(self) -> "EvolveConfig":
-        check_space(self.space)
         check_dataset(self.dataset)
+        get_space(self.space).check_dataset(self.dataset)
         for name in ("sampling", "eval_sampling"):
             if getattr(self, name) not in SAMPLINGS:
                 raise GreenmachineError(f"{name} must be one of {', '.join(SAMPLINGS)}, not {getattr(self, name)!r}")
@@ -89,11 +89,20 @@ class EvolveConfig:
         return replace(defaults, **data)
 
 
-def load_config(path: str | Path | None) -> EvolveConfig:
-    """Read a TOML config (flat keys, or under an ``[evolve]`` table); None gives the defaults."""
-    if path is None:
-        return EvolveConfig()
-    path = Path(path)
+def load_config(path: str | Path | None, space: str | None = None) -> EvolveConfig:
+    """Read a TOML config (flat keys, or under an ``[evolve]`` table); None gives the defaults.
+
+    Why ``space``: a space may need other defaults than the package-wide ones (an EC-NAS network is much heavier to
+    probe than a TSS one), so the space's ``evolve_defaults`` sit between the dataclass defaults and the file; the
+    space is the one given on the command line, else the file's, else the default.
+    """
+    data = {} if path is None else _read_toml(Path(path))
+    name = space or data.get("space") or EvolveConfig.space
+    defaults = get_space(name).evolve_defaults if isinstance(name, str) else {}
+    return EvolveConfig.from_dict({**defaults, **data}, origin=str(path) if path else "config")
+
+
+def _read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -102,4 +111,6 @@ def load_config(path: str | Path | None) -> EvolveConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GreenmachineError(f"config file {path} is not valid TOML: {exc}") from None
     data = data.get("evolve", data)
-    return EvolveConfig.from_dict(data, origin=str(path))
+    if not isinstance(data, dict):
+        raise GreenmachineError(f"config file {path}: [evolve] must be a table")
+    return data

@@ -16,7 +16,7 @@ import numpy as np
 from nats_bench.api_utils import ArchResults, pickle_load, pickle_save
 
 from conftest import SSS_OFFICIAL
-from greenmachine.spaces import sss_archs
+from greenmachine.spaces.sss import sss_archs
 
 
 def build_fake_sss(dest: Path, n: int, seed: int = 0) -> list[int]:

@@ -18,6 +18,18 @@ def test_table_and_official_api_agree_on_the_official_records(tss_truth):
     assert len(tss_truth.available("cifar10")) == 15625
 
 
+def test_metrics_of_the_nats_tables(tss_truth):
+    """train_seconds is NATS-Bench's train-all-time (s/epoch x 200); what the benchmark lacks is None."""
+    secs = tss_truth.metric("train_seconds", "cifar10")
+    assert secs.shape == (15625,)
+    assert secs[11] == pytest.approx(tss_truth.train_seconds_per_epoch["cifar10"][11] * 200)
+    assert tss_truth.metric("train_energy_kwh", "cifar10") is None
+    assert tss_truth.metric("params", "cifar100") is None
+    assert tss_truth.metric("accuracy", "cifar10") is tss_truth.accuracy["cifar10"]
+    with pytest.raises(GreenmachineError, match="unknown dataset"):
+        tss_truth.metric("train_seconds", "mnist")
+
+
 def test_sss_official_records_hp90():
     sss = load_official(SSS_OFFICIAL, "sss")
     assert sss.hp == "90"
@@ -58,7 +70,7 @@ def test_bad_tables(tmp_path):
     with pytest.raises(GreenmachineError, match="lacks the columns"):
         load_table(bad, "tss")
     bad.write_text("index,arch,cifar10,cifar100,ImageNet16-120\n0,8:8:8:8:8,abc,1,1\n")
-    with pytest.raises(GreenmachineError, match="malformed"):
+    with pytest.raises(GreenmachineError, match=r"bad.csv, line 2: cifar10 is not a number"):
         load_table(bad, "sss")
     with pytest.raises(GreenmachineError, match="not an official"):
         load_official(tmp_path, "tss")

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from greenmachine.spaces import build_network
+from greenmachine.spaces import get_space
 
 WEIGHT_TERMINALS = ("weight", "grad", "synflow_grad")
 ACT_TERMINALS = ("act", "act_grad")
@@ -75,9 +75,10 @@ def weighted_layers(net: nn.Module) -> list[nn.Module]:
 
 
 def init_network(space: str, arch: str, dataset: str, init_seed: int, index: int) -> nn.Module:
-    """Build the network with a seed that depends on the run seed and the architecture only."""
+    """Build the network with a seed that depends on the run seed and the architecture only; whatever the space,
+    its ``forward`` returns the logits only (the one contract of probing and baselines)."""
     torch.manual_seed(init_seed * 1_000_003 + index)
-    return build_network(space, arch, dataset)
+    return get_space(space).build_network(arch, dataset)
 
 
 def _strip_batchnorm(module: nn.Module) -> None:
@@ -128,7 +129,7 @@ def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict
         m.inplace = False  # lastact's ReLU is in-place; the captured pre-activation must survive
         handles.append(m.register_forward_pre_hook(pre_hook))
     try:
-        _, logits = net(images)
+        logits = net(images)
         F.cross_entropy(logits, labels).backward()
     finally:
         for h in handles:
@@ -202,8 +203,7 @@ def probe_synflow(net: nn.Module, resolution: int) -> dict[str, list[torch.Tenso
     netc.zero_grad(set_to_none=True)
     device = next(netc.parameters()).device
     ones = torch.ones(1, 3, resolution, resolution, dtype=torch.float64, device=device)
-    _, logits = netc(ones)
-    torch.sum(logits).backward()
+    torch.sum(netc(ones)).backward()
     return {
         "synflow_grad": [
             (m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).flatten().cpu()
@@ -256,8 +256,7 @@ def time_forward_backward(net: nn.Module, images: torch.Tensor, labels: torch.Te
     """Seconds of one plain train-mode forward+backward: the yardstick for the probe's overhead."""
     net.train()
     start = time.perf_counter()
-    _, logits = net(images)
-    F.cross_entropy(logits, labels).backward()
+    F.cross_entropy(net(images), labels).backward()
     if images.is_cuda:
         torch.cuda.synchronize()
     net.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from typing import Any
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import write_text_atomic
 from greenmachine.proxies.primitives import check_tokens, parse_expression, tree_expression
-from greenmachine.spaces import SPACES
+from greenmachine.spaces import space_names
 
 FORMAT = "greenmachine-proxy"
 FORMAT_VERSION = 1
@@ -93,7 +93,7 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
     except GreenmachineError as exc:
         raise GreenmachineError(f"{origin}: {exc}") from None
     space = data.get("space")
-    if space is not None and space not in SPACES:
+    if space is not None and space not in space_names():
         raise GreenmachineError(f"{origin}: unknown space {space!r}")
     indices = data.get("sample_indices") or []
     if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):

@@ -79,8 +79,8 @@ def layers(net: nn.Module) -> list[nn.Module]:
 
 
 def logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    out = net(x)
-    return out[1] if isinstance(out, tuple) else out
+    """The network's logits: every space's network returns them alone (``SearchSpace.build_network``)."""
+    return net(x)
 
 
 def load_all() -> dict[str, Callable[[ProxyInputs], float]]:

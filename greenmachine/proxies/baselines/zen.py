@@ -1,6 +1,7 @@
 """Zen-score (Lin et al., ICCV 2021), as in the authors' code and NASLib: weights re-drawn from N(0, 1), a
 Gaussian input x and x' = x + 0.01 * eps; score = log E|f(x) - f(x')| + sum over BatchNorm layers of
-log sqrt(mean running_var), f = the feature map before global pooling, train mode. Needs no images or labels."""
+log sqrt(mean running_var), f = the feature map before global pooling (the space's ``feature_module``), train mode.
+Needs no images or labels."""
 
 import math
 
@@ -24,7 +25,7 @@ def zen(inputs: ProxyInputs) -> float:
                 m.weight.fill_(1.0)
                 m.bias.zero_()
         feats = []
-        handle = net.lastact.register_forward_hook(lambda _m, _i, out: feats.append(out))
+        handle = net.feature_module.register_forward_hook(lambda _m, _i, out: feats.append(out))
         try:
             x = torch.randn(inputs.images.shape, generator=gen, device=inputs.images.device)
             x2 = x + 0.01 * torch.randn(inputs.images.shape, generator=gen, device=inputs.images.device)
