@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
 from pathlib import Path
 
 import click
-import torch
 
 from greenmachine.errors import GreenmachineError
+
+# No torch (nor numpy-heavy greenmachine module) is imported at the top of this file: `--help` and argument errors
+# must answer at once, and torch alone takes seconds to import. Commands import what they use in their bodies.
 
 from greenmachine.spaces import dataset_names, space_names  # the registry: no torch imported
 
@@ -65,7 +68,63 @@ def _meter(device: str, energy_settings):
     return make_meter(device or "cpu", energy_settings.cpu_watts_per_core)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _configure_torch() -> None:
+    """Apply ``GREENMACHINE_THREADS`` (torch's intra-op threads) once a command's arguments have parsed.
+
+    Lazily, because importing torch to set a thread count would make ``--help`` take seconds; without the
+    variable torch keeps its own default and is not imported here at all.
+    """
+    threads = os.environ.get("GREENMACHINE_THREADS")
+    if threads is None:
+        return
+    try:
+        n = int(threads)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise GreenmachineError(f"GREENMACHINE_THREADS={threads!r}: expected a whole number >= 1") from None
+    import torch
+
+    torch.set_num_threads(n)
+
+
+class _Command(click.Command):
+    """A command that configures torch after its arguments parsed, just before its body runs."""
+
+    def invoke(self, ctx: click.Context):
+        _configure_torch()
+        return super().invoke(ctx)
+
+
+def _configures_torch(cmd: click.Command) -> click.Command:
+    """Make a command defined elsewhere (a plain ``@click.command``) apply ``GREENMACHINE_THREADS`` too."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _configures_torch(sub)
+    elif not isinstance(cmd, _Command) and cmd.callback is not None and not getattr(cmd.callback, "configures_torch", False):
+        body = cmd.callback
+
+        def callback(*args, **kwargs):
+            _configure_torch()
+            return body(*args, **kwargs)
+
+        callback.configures_torch = True  # type: ignore[attr-defined]
+        cmd.callback = functools.update_wrapper(callback, body)
+    return cmd
+
+
+class _Group(click.Group):
+    """Every ``@cli.command()`` is a :class:`_Command`; every ``@cli.group()`` is a :class:`_Group` again; a
+    command added with ``add_command`` gets the same thread setting."""
+
+    command_class = _Command
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(_configures_torch(cmd), name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="greenmachine")
 def cli() -> None:
     """Evolve zero-cost proxies for NAS on NATS-Bench, and score them."""
@@ -119,6 +178,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
                                   out / "proxy.json")
     out_console.print(evolution_summary(config, result, energy_block))
     click.echo(f"best_kendall_tau={result.best_fitness:.4f}")
+    click.echo(f"best_expression={result.best_expression}")  # whole, on one line: copy-paste safe
     click.echo(f"proxy={out / 'proxy.json'}")
     _echo_energy(energy_block)
 
@@ -360,7 +420,6 @@ def report(runs, out_path):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every error into one line on stderr and a non-zero exit."""
-    torch.set_num_threads(int(os.environ.get("GREENMACHINE_THREADS", torch.get_num_threads())))
     try:
         code = cli.main(args=argv, prog_name="greenmachine", standalone_mode=False)
     except GreenmachineError as exc:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from greenmachine.config import EvolveConfig
 from greenmachine.energy.accounting import format_joules, format_kwh, sum_blocks, summary_line
@@ -24,7 +25,8 @@ def evolution_summary(config: EvolveConfig, result, energy: dict | None = None) 
     last = result.history[-1] if result.history else {}
     rows = [
         ("best Kendall tau (evolution sample)", f"{result.best_fitness:.4f}"),
-        ("best proxy", result.best_expression),
+        # never wrapped inside a name: cut with an ellipsis where too wide (the CLI prints it whole on its own line)
+        ("best proxy", Text(result.best_expression, no_wrap=True, overflow="ellipsis")),
         ("sample", f"{len(result.sample_indices)} architectures, {config.sampling}, seed {config.seed}"),
         ("generations", f"{last.get('generation', 0)} (population {config.population})"),
         ("tree evaluations", str(sum(h["evaluations"] for h in result.history))),

@@ -78,6 +78,7 @@ def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cac
     assert res.best_fitness >= max(f for _, f in check["population"]) - 1e-12
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine: `make test-slow`
 def test_same_seed_same_tree_across_processes(tmp_path, env):
     """Two separate processes (other memory layouts, other class hashes) evolve the same tree from one seed."""
     import subprocess

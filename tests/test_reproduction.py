@@ -7,6 +7,7 @@ import pytest
 from greenmachine.cli import main
 
 
+@pytest.mark.slow  # minutes on a loaded 2-core machine: `make test-slow`
 def test_reproduce_then_report(tmp_path, capsys, env):
     config = tmp_path / "tss-cifar10-stratified.toml"
     config.write_text(
