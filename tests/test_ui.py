@@ -278,3 +278,22 @@ def test_missing_ground_truth_names_truth_export(tmp_path, capsys, data_dir):
     assert exc.value.code == 2 and len(err) == 1
     assert "greenmachine truth export --space sss" in err[0] and str(tmp_path / "nats" / "sss-hp90.csv") in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_evolve_without_a_terminal_prints_progress_lines_and_logs_them(tmp_path, env):
+    """As under nohup or CI: stderr is a pipe. Plain progress lines appear there, and in evolve.log, during the run."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "greenmachine", "evolve", "--sample-size", "6", "--sampling", "random",
+            "--population", "4", "--generations", "1", "--batch-size", "8", "--seed", "5", "--no-cache",
+            "--out", str(out)]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**env, "GREENMACHINE_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    err = run.stderr.splitlines()
+    assert "probing networks: 0/6 started" in err
+    done = [line for line in err if line.startswith("probing networks: 6/6 (100%)")]
+    assert len(done) == 1 and (" each, elapsed " in done[0] or "/s, elapsed " in done[0]) and done[0].endswith("done")
+    assert any(line.startswith("evolving: 2/2 (100%)") for line in err)
+    assert not any("\r" in line or "\x1b[" in line for line in err)  # no bar redraws, no colour codes
+    log = (out / "evolve.log").read_text()
+    assert "probing networks: 6/6 (100%)" in log and "evolving: 2/2 (100%)" in log
+    assert f"best_expression={json.loads((out / 'proxy.json').read_text())['expression']}" in run.stdout
