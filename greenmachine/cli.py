@@ -172,10 +172,11 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
         truth = load_space_truth(data, config.space, reporter)
         # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
         metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
+        engine_j0 = meter.joules()
         result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache), resume=resume,
                                reporter=reporter, **metered)
-    energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result.sample_indices,
-                                  out / "proxy.json")
+    energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result,
+                                  meter.joules() - engine_j0, out / "proxy.json")
     out_console.print(evolution_summary(config, result, energy_block))
     click.echo(f"best_kendall_tau={result.best_fitness:.4f}")
     click.echo(f"best_expression={result.best_expression}")  # whole, on one line: copy-paste safe
@@ -367,16 +368,24 @@ def _echo_energy(block: dict) -> None:
                f"co2eq_g={block['co2eq_g']:.4g} training_kwh_avoided={'null' if avoided is None else f'{avoided:.6g}'}")
 
 
-def _evolve_energy(meter, energy_settings, truth, dataset: str, indices, proxy_path: Path) -> dict:
-    """The energy block of an evolution, added to its proxy.json (the run record) and returned for the summary."""
+def _evolve_energy(meter, energy_settings, truth, dataset: str, result, engine_j: float, proxy_path: Path) -> dict:
+    """The energy block of an evolution, added to its proxy.json (the run record) and returned for the summary.
+
+    A resumed run is one run: the engine's checkpoint keeps the joules of the earlier parts (``result.extra``), and
+    they are added to what this invocation measured (``engine_j`` is this part's share of the engine's total)."""
     import json
 
     from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.files import write_text_atomic
 
+    indices = result.sample_indices
+    extra = getattr(result, "extra", None) or {}
+    parts = int(extra.get("parts") or 1)
+    earlier = max(0.0, float(extra["joules"]) - engine_j) if parts > 1 and extra.get("joules") is not None else 0.0
     block = energy_block(meter, energy_settings,
                          training_energy(truth, dataset, indices, energy_settings.training_device_w),
-                         "evolve", len(indices))
+                         "evolve", len(indices), joules=meter.joules() + earlier)
+    block.update(parts=parts, earlier_parts_j=earlier)
     if proxy_path.is_file():
         data = json.loads(proxy_path.read_text())
         data["energy"] = block

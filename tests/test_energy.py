@@ -229,6 +229,19 @@ def test_training_energy_avoided_is_train_seconds_x_epochs_x_power(tss_truth):
     assert te.kwh == pytest.approx(2.5) and "measured" in te.method
 
 
+def test_the_summary_line_names_source_cache_parts_and_ratio():
+    block = {"networks": 500, "networks_from_cache": 0, "probing_j": 41_000.0, "joules": 45_000.0, "co2eq_g": 9.26,
+             "estimated": True, "source": "estimate", "training_kwh_avoided": 2310.0}
+    line = summary_line(block)
+    assert line == ("probing 500 networks: 41.0 kJ (estimated, CPU) | run: 45.0 kJ, 9.26 gCO2eq | "
+                    "training them: 2,310 kWh | 1 : 184,800")  # 2310 kWh = 8.316e9 J, / 45e3 J
+    resumed = {**block, "parts": 2, "networks_from_cache": 500, "estimated": False, "source": "rapl"}
+    assert "500 from the cache" in summary_line(resumed) and "45.0 kJ over 2 parts" in summary_line(resumed)
+    assert "(measured, RAPL)" in summary_line(resumed)
+    unknown = {**block, "training_kwh_avoided": None, "training_reason": "the sss ground truth has no training times"}
+    assert "training them: unknown (the sss ground truth has no training times)" in summary_line(unknown)
+
+
 def test_sum_blocks_keeps_unknown_training_unknown():
     a = {"joules": 10.0, "co2eq_g": 1.0, "estimated": False, "source": "rapl", "training_kwh_avoided": 2.0}
     b = {"joules": 5.0, "co2eq_g": 0.5, "estimated": True, "source": "estimate", "training_kwh_avoided": None}

@@ -191,7 +191,7 @@ def summary_line(block: dict[str, Any]) -> str:
     cached = block.get("networks_from_cache", 0)
     from_cache = f", {cached} from the cache" if cached else ""
     parts = [f"probing {block['networks']:,} networks{from_cache}: {format_joules(block['probing_j'])} ({label})",
-             f"run: {format_joules(block['joules'])}, {_sig(block['co2eq_g'])} gCO2eq"]
+             f"run: {format_joules(block['joules'])}{_parts(block)}, {_sig(block['co2eq_g'])} gCO2eq"]
     avoided = block.get("training_kwh_avoided")
     if avoided is None:
         parts.append(f"training them: unknown ({block.get('training_reason') or 'no training data'})")
@@ -200,6 +200,12 @@ def summary_line(block: dict[str, Any]) -> str:
         if block["joules"] > 0:
             parts.append(f"1 : {avoided * J_PER_KWH / block['joules']:,.0f}")
     return " | ".join(parts)
+
+
+def _parts(block: dict[str, Any]) -> str:
+    """`` over 2 parts`` for a resumed run (its earlier parts' joules are in the total, not in this part's probing)."""
+    parts = int(block.get("parts") or 1)
+    return f" over {parts} parts" if parts > 1 else ""
 
 
 def sum_blocks(blocks: Sequence[dict[str, Any]]) -> dict[str, Any]:
