@@ -308,6 +308,8 @@ def test_every_summary_json_has_the_energy_block(runs, capsys, tss_truth):
     block = json.loads((root / "table.summary.json").read_text())["energy"]
     _check_block(block, "baselines", 2)
     assert {"baseline:params", "baseline:synflow"} <= set(block["per_pass"])
+    # the evolved column came from the cache, but the baselines probed both networks: none counts as cached
+    assert block["networks_probed"] == 2 and block["networks_from_cache"] == 0
 
     # energy report sums them
     out = gm(capsys, "energy", "report", root, "--json", root / "total.json")

@@ -149,7 +149,8 @@ def energy_block(meter: Meter, settings: EnergySettings, training: TrainingEnerg
         "other_j": max(0.0, total - probing),
         "networks": networks,
         "networks_probed": probed,
-        "networks_from_cache": len(meter.cached_networks),
+        # read back from the cache and not probed for anything else in this run (baselines probe cached networks)
+        "networks_from_cache": len(meter.cached_networks - {p.index for p in meter.passes}),
         "per_pass": per_pass,
         "workers": meter.workers,
         "apportioning": APPORTIONING,
