@@ -219,13 +219,20 @@ def render_default_run(record: dict[str, Any]) -> str | None:
         rows.append(f"| default evolution, cold probe cache | `{readme_command(evolve['command'])}` | "
                     f"{duration(evolve['wall_seconds'])} wall{probing}, {evolve['peak_rss_gb']:.1f} GB peak RSS"
                     f"{terminals} |")
-        rows.append(f"| its fitness (evolution sample) | same | Kendall tau {_f(p.get('best_kendall_tau'), 4)} |")
+        sample = (" ".join(str(x) for x in (p["sample_size"], p.get("sampling"), "archs") if x)
+                  if p.get("sample_size") else "evolution sample")
+        rows.append(f"| its fitness ({sample}) | same | Kendall tau {_f(p.get('best_kendall_tau'), 4)} |")
     if score:
         s = score["extra"]
         rows.append(f"| held-out score ({s.get('architectures', 500):.0f} random archs, disjoint) | "
                     f"`{readme_command(score['command'])}` | **Kendall tau {_f(s.get('kendall_tau'))}**, "
                     f"Spearman rho {_f(s.get('spearman_rho'))} ({duration(score['wall_seconds'])}, "
                     f"{score['peak_rss_gb']:.1f} GB peak) |")
+    for label, run in (("evolution", evolve), ("held-out score", score)):
+        e = run["extra"] if run else {}
+        if e.get("energy_joules") is not None:
+            rows.append(f"| energy of the {label}, as its summary states | same | {e['energy_joules']:.0f} J "
+                        f"(source: {e.get('source', '?')}) |")
     text = "\n".join(rows)
     if evolve and evolve["extra"].get("best_expression"):
         text += f"\n\nThe proxy evolved with seed 0 (`runs/demo/proxy.json`):\n\n```\n{evolve['extra']['best_expression']}\n```"
@@ -361,6 +368,10 @@ def run_step(name: str, work: Path, env: dict[str, str]) -> Measured:
         run = run_measured(EVOLVE, _gm_argv(EVOLVE), work, env)
         log = work / "runs" / "demo" / "evolve.log"
         run.extra = {**parse_key_values(run.stdout), **parse_probe_log(log.read_text() if log.is_file() else "")}
+        proxy = work / "runs" / "demo" / "proxy.json"
+        if proxy.is_file():
+            saved = json.loads(proxy.read_text())
+            run.extra.update({k: saved.get(k) for k in ("sample_size", "sampling")})
     elif name == "score":
         run = run_measured(SCORE, _gm_argv(SCORE), work, env)
         run.extra = parse_key_values(run.stdout)

@@ -22,6 +22,8 @@ EVOLVE_OUT = """\
 │ best proxy                          │ mul(log(w_mean_layers(w_std(synflow_g… │
 └─────────────────────────────────────┴────────────────────────────────────────┘
 best_kendall_tau=0.8246
+energy: probing 200 networks: 2.1 kJ (estimated, CPU) | run: 2.9 kJ, 0.6 gCO2eq
+energy_joules=2912.4 source=estimate estimated=true co2eq_g=0.6 training_kwh_avoided=50.1
 best_expression=mul(log(w_mean_layers(w_std(synflow_grad))), a_sum_layers(e_min(corr_eig)))
 proxy=runs/demo/proxy.json
 """
@@ -75,7 +77,8 @@ def _run(command, stdout, extra, wall=275.0, rss=6.5, code=0):
 
 @pytest.fixture()
 def record():
-    evolve = {**rf.parse_key_values(EVOLVE_OUT), **rf.parse_probe_log(EVOLVE_LOG)}
+    evolve = {**rf.parse_key_values(EVOLVE_OUT), **rf.parse_probe_log(EVOLVE_LOG), "sample_size": 200,
+              "sampling": "stratified"}
     bench = {**rf.parse_key_values(BENCH_OUT), "_head": BENCH_OUT.splitlines()[0]}
     return {
         "machine": {"cpu": "AMD EPYC 7B13", "cores": 2, "usable_cores": 2, "memory_gb": 31.3, "python": "3.11.9",
@@ -114,7 +117,9 @@ def test_rewriting_replaces_only_the_blocks_it_has_figures_for(record):
     assert "Between the blocks: stays too." in text
     assert "`.venv/bin/greenmachine evolve --space tss --dataset cifar10 --out runs/demo`" in text
     assert "4 min 35 s wall (probing 3 min 6 s), 6.5 GB peak RSS, terminals 2.1 GB" in text
-    assert "Kendall tau 0.8246" in text and "**Kendall tau 0.756**, Spearman rho 0.910 (5 min 23 s, 1.6 GB peak)" in text
+    assert "| its fitness (200 stratified archs) | same | Kendall tau 0.8246 |" in text and "**Kendall tau 0.756**, Spearman rho 0.910 (5 min 23 s, 1.6 GB peak)" in text
+    assert "| energy of the evolution, as its summary states | same | 2912 J (source: estimate) |" in text
+    assert "energy of the held-out score" not in text  # its output had no energy line
     assert "\n```\nmul(log(w_mean_layers(w_std(synflow_grad))), a_sum_layers(e_min(corr_eig)))\n```" in text
     assert "| probe seconds per network (all passes) | mean 1.680, median 1.702, max 2.377 |" in text
     assert "| probe / forward+backward | 2.08 |" in text
