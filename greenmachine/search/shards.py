@@ -1,0 +1,236 @@
+"""Fitness evaluation that shards the *sample*, not the population.
+
+Why: a tree is small (a few hundred bytes of tokens), a probed network is not (5-40 MB of weights, gradients,
+kernels). Sending trees to where the probes live, and never probes to where the trees are, keeps the memory of
+each worker at its shard of the sample and keeps the traffic per generation at a few kilobytes. So:
+
+* the probed sample is cut, in sample order, into chunks of ``chunk`` networks (the evaluation chunks the serial
+  path has always used), and the chunks into ``shards`` contiguous groups, one per worker;
+* each worker (:class:`ShardWorker`) builds its chunks' :class:`~greenmachine.probing.terminals.ProbeBatch` once and
+  keeps them for the whole run (in this process for the serial executor, in a forked process per shard for the
+  process executor, in a Ray actor per shard, fed through the object store, for the Ray executor);
+* per generation the driver sends every shard the list of trees not yet scored and gets back a trees x networks
+  matrix of per-network scores (NaN for a tree that fails there); it concatenates the shards in sample order and
+  computes each tree's Kendall tau itself.
+
+The worker side is pure: it keeps no fitness memo and no counter (the driver's :class:`ShardedFitness` holds both),
+only the per-batch subtree cache of :func:`~greenmachine.proxies.primitives.evaluate`, whose hits return the very
+values a recomputation would. Every per-network score is computed from the same chunk of networks whatever the
+executor or the number of shards, and Kendall tau is computed once on the driver from the scores in sample order,
+so the same seed and config give the same fitness values, best tree and history on every executor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from greenmachine.executor import Executor, ProcessExecutor, RayExecutor, set_torch_threads
+from greenmachine.probing.probe import NetworkProbe
+from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
+
+# what a failing tree may raise while it is evaluated (protected operators make these rare): scored NaN, so WORST
+TREE_ERRORS = (RuntimeError, ValueError, ArithmeticError, IndexError, MemoryError)
+
+
+def shard_bounds(n_networks: int, chunk: int, shards: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` network positions of each shard: whole chunks of ``chunk`` networks, spread as evenly as
+    possible over at most ``shards`` shards, in sample order (the chunking never depends on the shard count)."""
+    n_chunks = max(1, -(-n_networks // chunk))
+    shards = max(1, min(shards, n_chunks))
+    cuts = [round(k * n_chunks / shards) for k in range(shards + 1)]
+    return [(cuts[k] * chunk, min(n_networks, cuts[k + 1] * chunk)) for k in range(shards)]
+
+
+class ShardWorker:
+    """The probes of one shard, as evaluation batches built once; scores a list of trees on them."""
+
+    def __init__(self, probes: list[NetworkProbe], chunk: int, device: str = "cpu", threads: int | None = None):
+        from greenmachine.probing.terminals import chunked_batches
+
+        if threads is not None:
+            set_torch_threads(threads)
+        self.n = len(probes)
+        self.batches = chunked_batches(probes, chunk, device=device)  # consumes the probes' tensors
+
+    def scores(self, keys: Sequence[str]) -> np.ndarray:
+        """A ``len(keys) x n`` float64 matrix of per-network scores; a row of NaN where the tree fails."""
+        from greenmachine.proxies.primitives import evaluate_chunks
+
+        out = np.full((len(keys), self.n), np.nan, dtype=np.float64)
+        for row, key in enumerate(keys):
+            try:
+                out[row] = evaluate_chunks(key.split(), self.batches).numpy()
+            except TREE_ERRORS:
+                pass
+        return out
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes() for b in self.batches)
+
+
+# --- the process backend: one forked process per shard, its ShardWorker in a module global -------------------
+
+_WORKER: ShardWorker | None = None
+
+
+def _init_process_shard(probes: list[NetworkProbe], chunk: int, device: str) -> None:
+    global _WORKER
+    _WORKER = ShardWorker(probes, chunk, device, threads=1)
+
+
+def _process_scores(keys: Sequence[str]) -> np.ndarray:
+    assert _WORKER is not None
+    return _WORKER.scores(keys)
+
+
+def _process_nbytes(_: Any = None) -> int:
+    assert _WORKER is not None
+    return _WORKER.nbytes()
+
+
+class _LocalShards:
+    def __init__(self, parts: list[list[NetworkProbe]], chunk: int, device: str):
+        self.workers = [ShardWorker(p, chunk, device) for p in parts]
+
+    def scores(self, keys: Sequence[str]) -> list[np.ndarray]:
+        return [w.scores(keys) for w in self.workers]
+
+    def nbytes(self) -> list[int]:
+        return [w.nbytes() for w in self.workers]
+
+    def close(self) -> None:
+        self.workers = []
+
+
+class _ProcessShards:
+    """One single-process pool per shard, forked while the driver still holds the probes (fork passes them
+    without pickling); the first call builds the shard there, after which the driver lets go of its copy."""
+
+    def __init__(self, parts: list[list[NetworkProbe]], chunk: int, device: str):
+        ctx = multiprocessing.get_context("fork")
+        self.pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_process_shard,
+                                          initargs=(p, chunk, device)) for p in parts]
+        for pool in self.pools:  # start each process now, while the probes are still in this one
+            pool.submit(_process_nbytes).result()
+
+    def scores(self, keys: Sequence[str]) -> list[np.ndarray]:
+        futures = [pool.submit(_process_scores, list(keys)) for pool in self.pools]
+        return [f.result() for f in futures]
+
+    def nbytes(self) -> list[int]:
+        return [pool.submit(_process_nbytes).result() for pool in self.pools]
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(cancel_futures=True)
+        self.pools = []
+
+
+class _RayShards:
+    """One Ray actor per shard; its probes travel once, through the object store."""
+
+    def __init__(self, executor: RayExecutor, parts: list[list[NetworkProbe]], chunk: int, device: str):
+        ray = executor._ray
+        self.executor = executor
+        refs = [ray.put(p) for p in parts]
+        self.actors = [executor.actor(ShardWorker, ref, chunk, device, executor.cpus_per_task) for ref in refs]
+        # wait until every shard is built, so that errors surface here and the object store copies can go
+        executor.get([a.nbytes.remote() for a in self.actors])
+        del refs
+
+    def scores(self, keys: Sequence[str]) -> list[np.ndarray]:
+        keys = list(keys)
+        return self.executor.get([a.scores.remote(keys) for a in self.actors])
+
+    def nbytes(self) -> list[int]:
+        return self.executor.get([a.nbytes.remote() for a in self.actors])
+
+    def close(self) -> None:
+        if self.actors and self.executor._ray.is_initialized():
+            for a in self.actors:
+                self.executor._ray.kill(a)
+        self.actors = []
+
+
+class ShardedFitness:
+    """Kendall tau of trees on a probed sample held in shards; memoised by the tree's tokens, on the driver.
+
+    ``prefetch(individuals)`` scores every tree of a population not yet in the memo in one round over the shards
+    (one call per shard per generation); ``__call__`` is DEAP's per-individual evaluate and reads the memo (it
+    evaluates a tree on its own only when it was not prefetched). ``compute(key)`` always recomputes (resume checks).
+    ``probes`` are consumed: their tensors move into the shards.
+    """
+
+    def __init__(self, probes: list[NetworkProbe], accuracy: np.ndarray, executor: Executor | None = None,
+                 chunk: int = 50, device: str = "cpu", memo: dict[str, float] | None = None):
+        self.accuracy = np.asarray(accuracy, dtype=np.float64)
+        self.memo = memo if memo is not None else {}
+        self.evaluations = 0
+        self.n = len(probes)
+        workers = int(getattr(executor, "workers", 1) or 1)
+        parallel = isinstance(executor, (ProcessExecutor, RayExecutor))
+        self.bounds = shard_bounds(self.n, chunk, workers if parallel else 1)
+        parts = [probes[a:b] for a, b in self.bounds]
+        if isinstance(executor, RayExecutor):
+            self._shards: Any = _RayShards(executor, parts, chunk, device)
+        elif isinstance(executor, ProcessExecutor):
+            self._shards = _ProcessShards(parts, chunk, device)
+        else:
+            self._shards = _LocalShards(parts, chunk, device)
+        del parts
+        if isinstance(executor, (ProcessExecutor, RayExecutor)):
+            for p in probes:  # the shards hold them now; the driver keeps only their indices
+                p.tensors.clear()
+
+    @property
+    def shards(self) -> int:
+        return len(self.bounds)
+
+    def scores(self, keys: Sequence[str]) -> np.ndarray:
+        """``len(keys) x n`` per-network scores, shards concatenated in sample order."""
+        if not keys:
+            return np.zeros((0, self.n))
+        return np.concatenate(self._shards.scores(list(keys)), axis=1)
+
+    def fitness_of(self, keys: Sequence[str]) -> list[float]:
+        """Each tree's Kendall tau (WORST_FITNESS for a tree that fails, is non-finite or constant anywhere)."""
+        return [kendall_fitness(row, self.accuracy) for row in self.scores(keys)]
+
+    def compute(self, key: str) -> float:
+        """The fitness of a tree given as space-joined tokens, never from the memo."""
+        return self.fitness_of([key])[0]
+
+    def prefetch(self, individuals: Iterable[Any]) -> None:
+        from greenmachine.proxies.primitives import tree_tokens
+
+        keys: list[str] = []
+        for ind in individuals:
+            key = " ".join(tree_tokens(ind))
+            if key not in self.memo and key not in keys:
+                keys.append(key)
+        for key, fit in zip(keys, self.fitness_of(keys)):
+            self.memo[key] = fit
+        self.evaluations += len(keys)
+
+    def __call__(self, individual) -> tuple[float]:
+        from greenmachine.proxies.primitives import tree_tokens
+
+        key = " ".join(tree_tokens(individual))
+        if key not in self.memo:
+            self.evaluations += 1
+            self.memo[key] = self.compute(key)
+        return (self.memo[key],)
+
+    def nbytes(self) -> list[int]:
+        """Bytes of terminals each shard holds."""
+        return self._shards.nbytes()
+
+    def close(self) -> None:
+        self._shards.close()
+
+
+__all__ = ["ShardWorker", "ShardedFitness", "shard_bounds", "WORST_FITNESS"]
