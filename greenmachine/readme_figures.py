@@ -86,6 +86,19 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+def wait_for_idle(minutes: float, poll_seconds: float = 15.0, sleep=time.sleep, clock=time.monotonic) -> bool:
+    """Wait up to ``minutes`` for the 1-minute load average to fall below :data:`IDLE_LOAD`; True if it did.
+    The run goes ahead either way: the blocks state the load they were measured under."""
+    deadline = clock() + minutes * 60
+    while True:
+        load = load_average()
+        if load is None or load[0] < IDLE_LOAD:
+            return load is not None
+        if clock() >= deadline:
+            return False
+        sleep(poll_seconds)
+
+
 # --- running one command ------------------------------------------------------------------------------------------
 
 
@@ -400,7 +413,9 @@ def run_step(name: str, work: Path, env: dict[str, str]) -> Measured:
               show_default=True, help="Scratch folder (emptied first): the commands run here, with a fresh cache.")
 @click.option("--from-record", type=click.Path(dir_okay=False), default=None,
               help="Render the README from a saved figures.json instead of running anything.")
-def main(readme: str, steps: str, work: str, from_record: str | None) -> None:
+@click.option("--wait-idle", type=click.FloatRange(0), default=0.0, show_default=True, metavar="MINUTES",
+              help=f"First wait up to this long for a 1-minute load average below {IDLE_LOAD}.")
+def main(readme: str, steps: str, work: str, from_record: str | None, wait_idle: float) -> None:
     """Run the commands the README quotes and rewrite its figures between <!-- figures:NAME --> markers."""
     readme_path = Path(readme)
     if not readme_path.is_file():
@@ -428,6 +443,9 @@ def main(readme: str, steps: str, work: str, from_record: str | None) -> None:
         env = {**os.environ, "GREENMACHINE_CACHE": str(work_dir / "cache")}
         if "GREENMACHINE_DATA" not in env:
             env["GREENMACHINE_DATA"] = str(ROOT.parent / "shared" / "data")
+        if wait_idle and not wait_for_idle(wait_idle):
+            click.echo(f"the machine is still busy after {wait_idle:g} min (load {load_average()}): measuring anyway; "
+                       "the README will say so", err=True)
         record = {"machine": machine(), "load_before": load_average(), "runs": {}}
         click.echo(f"machine: {record['machine']}; load average {record['load_before']}", err=True)
         for name in [s for s in STEPS if s in chosen]:  # the README's order: evolve before score and baselines

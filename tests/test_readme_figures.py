@@ -208,3 +208,14 @@ def test_wall_time_and_peak_memory_of_a_process(tmp_path):
     assert run.returncode == 0 and run.stdout.strip() == "ok=1"
     assert 0.25 <= run.peak_rss_gb <= 1.0 and run.wall_seconds >= 0.3
     assert not list(tmp_path.iterdir())  # its output files are cleaned up
+
+
+def test_waiting_for_an_idle_machine(monkeypatch):
+    loads = iter([(1.5, 1, 1), (0.9, 1, 1), (0.1, 1, 1)])
+    monkeypatch.setattr(rf, "load_average", lambda: next(loads))
+    slept = []
+    assert rf.wait_for_idle(10, sleep=slept.append) is True and len(slept) == 2
+    monkeypatch.setattr(rf, "load_average", lambda: (3.0, 3, 3))
+    t = [0.0]
+    assert rf.wait_for_idle(1, poll_seconds=20, sleep=lambda s: t.__setitem__(0, t[0] + s), clock=lambda: t[0]) is False
+    assert t[0] == 60.0  # gave up after the minute it was given
