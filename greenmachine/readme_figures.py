@@ -15,8 +15,9 @@ The commands run as a new user would type them, in a scratch folder (``--work``,
 ``runs/readme-figures``) so that ``--out runs/demo`` lands there and nothing of the user's ``runs/`` is touched,
 with a fresh probe cache (the README's timings are cold-cache timings). What every step printed and measured is
 kept in ``<work>/figures.json``; ``--from-record`` renders the README again from such a file without running
-anything. Steps: ``evolve`` and ``score`` (the quick start), ``bench`` (``make bench``), ``tests`` (``make test``),
-``baselines`` (the comparison table, the longest: about 40 minutes on 2 cores).
+anything. Steps: ``evolve`` and ``score`` (the quick start), ``bench`` (``make bench``), ``energy`` (the Energy
+section's metered example), ``tests`` (``make test``), ``baselines`` (the comparison table, the longest: about 40
+minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from greenmachine.errors import GreenmachineError
 ROOT = Path(__file__).resolve().parents[1]
 #: The 1-minute load average below which the machine counts as idle (stated in every block).
 IDLE_LOAD = 0.3
-STEPS = ("evolve", "score", "bench", "tests", "baselines")
+STEPS = ("evolve", "score", "bench", "energy", "tests", "baselines")
 
 # The commands exactly as the README quotes them (``gm`` is ``.venv/bin/greenmachine``).
 EVOLVE = ["gm", "evolve", "--space", "tss", "--dataset", "cifar10", "--out", "runs/demo"]
@@ -51,6 +52,10 @@ BASELINES = ["gm", "baselines", "--space", "tss", "--dataset", "cifar10", "--sam
              "random", "--seed", "1", "--include", "runs/demo/proxy.json", "--exclude-evolution-sample",
              "--batch-size", "64", "--out", "runs/demo/baselines.csv"]
 BENCH = ["make", "bench"]
+# The Energy section's example: a hand-written NASWOT proxy scored on 50 networks, nothing cached, one thread.
+ENERGY_PROXY = {"format": "greenmachine-proxy", "format_version": 1, "expression": "k_logdet_sum(relu_kernel)",
+                "space": "tss", "dataset": "cifar10"}
+ENERGY = ["gm", "score", "naswot.json", "--sample-size", "50", "--no-cache", "--out", "scores.csv"]
 TESTS = ["make", "test"]
 
 
@@ -312,9 +317,34 @@ def render_baselines(record: dict[str, Any]) -> str | None:
     return "\n".join(rows) + "\n\n" + provenance(run, record)
 
 
+def render_energy(record: dict[str, Any]) -> str | None:
+    run = record["runs"].get("energy")
+    if not run:
+        return None
+    line = next((x for x in run["stdout"].splitlines() if x.startswith("energy:")), None)
+    if line is None:
+        return None
+    block = run["extra"].get("energy") or {}
+    per = block.get("per_network_j")
+    meter = block.get("meter") or {}
+    details = [f"{per:.1f} J per network probed" if per is not None else None,
+               f"source `{block['source']}`" if block.get("source") else None,
+               f"{meter['cpu_seconds']:.0f} s of CPU time x {meter['cpu_watts_per_core']:g} W"
+               if block.get("source") == "estimate" and meter.get("cpu_seconds") is not None
+               and meter.get("cpu_watts_per_core") is not None else None,
+               f"training: {block['training_method']}" if block.get("training_method") else None]
+    return ("```bash\n"
+            f"echo '{json.dumps(ENERGY_PROXY)}' > naswot.json\n"
+            f"GREENMACHINE_THREADS=1 {readme_command(run['command'])}\n"
+            "```\n\n"
+            f"```\n{line}\n```\n\n"
+            f"({'; '.join(d for d in details if d)}.)\n\n" + provenance(run, record))
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "default-run": render_default_run,
     "bench": render_bench,
+    "energy": render_energy,
     "tests": render_tests,
     "baselines": render_baselines,
 }
@@ -397,6 +427,12 @@ def run_step(name: str, work: Path, env: dict[str, str]) -> Measured:
         run.extra = parse_key_values(run.stdout)
         heads = [line for line in run.stdout.splitlines() if line.startswith("device=")]
         run.extra["_head"] = heads[0] if heads else ""
+    elif name == "energy":
+        (work / "naswot.json").write_text(json.dumps(ENERGY_PROXY) + "\n")
+        run = run_measured(ENERGY, _gm_argv(ENERGY), work, {**env, "GREENMACHINE_THREADS": "1"})
+        summary = work / "scores.summary.json"
+        run.extra = {**parse_key_values(run.stdout),
+                     "energy": json.loads(summary.read_text()).get("energy") if summary.is_file() else None}
     elif name == "tests":
         run = run_measured(TESTS, ["make", "--no-print-directory", "-o", ".venv/.installed", "-C", str(ROOT), "test"], work, env)
         run.extra = parse_pytest_summary(run.stdout)
@@ -449,7 +485,8 @@ def main(readme: str, steps: str, work: str, from_record: str | None, wait_idle:
         record = {"machine": machine(), "load_before": load_average(), "runs": {}}
         click.echo(f"machine: {record['machine']}; load average {record['load_before']}", err=True)
         for name in [s for s in STEPS if s in chosen]:  # the README's order: evolve before score and baselines
-            click.echo(f"{name}: {readme_command(dict(evolve=EVOLVE, score=SCORE, baselines=BASELINES, bench=BENCH, tests=TESTS)[name])}", err=True)
+            quoted = dict(evolve=EVOLVE, score=SCORE, baselines=BASELINES, bench=BENCH, energy=ENERGY, tests=TESTS)
+            click.echo(f"{name}: {readme_command(quoted[name])}", err=True)
             run = run_step(name, work_dir, env)
             record["runs"][name] = asdict(run)
             (work_dir / "figures.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -219,3 +219,22 @@ def test_waiting_for_an_idle_machine(monkeypatch):
     t = [0.0]
     assert rf.wait_for_idle(1, poll_seconds=20, sleep=lambda s: t.__setitem__(0, t[0] + s), clock=lambda: t[0]) is False
     assert t[0] == 60.0  # gave up after the minute it was given
+
+
+def test_energy_block(record):
+    line = ("energy: probing 50 networks: 540 J (estimated, CPU) | run: 552 J, 0.114 gCO2eq | training them: "
+            "12.8 kWh | 1 : 83,257")
+    out = f"architectures=50 space=tss dataset=cifar10\nkendall_tau=0.5612\n{line}\nenergy_joules=552.0 source=estimate\n"
+    block = {"joules": 552.0, "source": "estimate", "per_network_j": 10.8, "training_method":
+             "cifar10_train_s_per_epoch x 200 epochs x 250 W", "meter": {"cpu_seconds": 46.0, "cpu_watts_per_core": 12.0}}
+    record["runs"]["energy"] = _run(rf.ENERGY, out, {**rf.parse_key_values(out), "energy": block}, wall=60.0, rss=0.8)
+    readme = FIXTURE + "\n<!-- figures:energy -->\nold\n<!-- /figures:energy -->\n"
+    text, done = rf.rewrite_readme(readme, record)
+    assert "energy" in done and "\nold\n" not in text
+    assert ("echo '{\"format\": \"greenmachine-proxy\", \"format_version\": 1, \"expression\": "
+            "\"k_logdet_sum(relu_kernel)\", \"space\": \"tss\", \"dataset\": \"cifar10\"}' > naswot.json") in text
+    assert ("GREENMACHINE_THREADS=1 .venv/bin/greenmachine score naswot.json --sample-size 50 --no-cache "
+            "--out scores.csv") in text
+    assert f"```\n{line}\n```" in text
+    assert ("(10.8 J per network probed; source `estimate`; 46 s of CPU time x 12 W; training: "
+            "cifar10_train_s_per_epoch x 200 epochs x 250 W.)") in text
