@@ -108,7 +108,9 @@ class GroundTruth:
             tok = tok.strip()
             if not tok:
                 continue
-            idx = int(tok) if tok.lstrip("-").isdigit() and tok.isascii() else self.index_of(tok)
+            # an index has at most as many digits as the space's size (an all-digit module hash is an arch)
+            numeric = tok.lstrip("-").isdigit() and tok.isascii() and len(tok.lstrip("-")) <= len(str(len(self.archs)))
+            idx = int(tok) if numeric else self.index_of(tok)
             self.arch(idx)
             if not math.isfinite(self.accuracy[dataset][idx]):
                 raise GreenmachineError(f"architecture {idx} has no {dataset} accuracy in {self.source}")
