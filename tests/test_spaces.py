@@ -15,14 +15,14 @@ from greenmachine.spaces.tss import generate_tss_archs
 
 
 def test_registry_lists_every_space_and_refuses_unknown_names():
-    assert {"tss", "sss"} <= set(space_names())
+    assert {"tss", "sss", "ecnas-4v", "ecnas-5v"} <= set(space_names())
     assert {"cifar10", "cifar100", "ImageNet16-120"} <= set(dataset_names())
     for name in space_names():
         space = get_space(name)
         assert space.name == name and space.size > 0 and space.datasets
         assert space.validate(space.example) == space.example
         assert get_space(name) is space  # one object per space
-    with pytest.raises(GreenmachineError, match="unknown search space 'nope'; choose one of: tss, sss"):
+    with pytest.raises(GreenmachineError, match="unknown search space .nope.; choose one of: tss, sss, ecnas-4v, ecnas-5v"):
         get_space("nope")
 
 

@@ -14,6 +14,7 @@ from greenmachine.spaces.base import SearchSpace, count_params
 _REGISTRY: dict[str, tuple[str, str]] = {  # name -> (module, class)
     "tss": ("greenmachine.spaces.tss", "TSS"),
     "sss": ("greenmachine.spaces.sss", "SSS"),
+    "ecnas-4v": ("greenmachine.spaces.ecnas", "ECNAS4V"), "ecnas-5v": ("greenmachine.spaces.ecnas", "ECNAS5V"),
 }
 
 
