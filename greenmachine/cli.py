@@ -338,6 +338,121 @@ def energy() -> None:
     """Energy: what runs spent, and the EC-NAS training-energy surrogate."""
 
 
+@energy.command("fit")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), required=True,
+              help="CELLS.csv with measured energy: an EC-NAS measured file or the 7-vertex surrogate set.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="Model file to write (JSON); the held-out figures also go to <stem>.metrics.json.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of the models.")
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Fraction of distinct cells held out; 0 trains on every cell and reports no held-out figures.")
+@click.option("--kinds", default="mlp,gbr", show_default=True,
+              help="Model kinds compared (mlp, gbr); the better by validation Kendall tau is kept.")
+@click.option("--scatter", "scatter_path", type=click.Path(dir_okay=False), default=None,
+              help="PNG of held-out predicted vs measured energy.")
+def energy_fit(data_path, out_path, seed, holdout, kinds, scatter_path):
+    """Fit the training-energy surrogate on measured cells; print and save held-out Kendall tau, R^2 and MAE."""
+    import json
+
+    from greenmachine.energy.surrogate import fit_surrogate, read_cells_csv, scatter_png
+    from greenmachine.files import check_writable_file, write_text_atomic
+
+    out = check_writable_file(out_path)
+    if scatter_path:
+        check_writable_file(scatter_path, "--scatter")
+        if holdout == 0:
+            raise GreenmachineError("--scatter shows held-out cells; --holdout 0 leaves none")
+    table = read_cells_csv(data_path, need_energy=True)
+    result = fit_surrogate(table, seed=seed, holdout=holdout, kinds=[k.strip() for k in kinds.split(",") if k.strip()],
+                           log=lambda msg: click.echo(msg, err=True))
+    model = result.model
+    model.save(out)
+    metrics_path = out.with_name(out.stem + ".metrics.json")
+    write_text_atomic(metrics_path, json.dumps({"model": str(out), "kind": model.kind, **model.metrics,
+                                                "training": model.training}, indent=2) + "\n")
+    h = model.metrics["heldout"]
+    if scatter_path and h:
+        scatter_png(scatter_path, result.heldout_predicted, table.energy[result.heldout_index],
+                    f"{model.kind}, held-out of {Path(data_path).name}, seed {seed}")
+    click.echo(f"wrote {out} ({model.kind}, trained on {model.training['train_rows']} rows) and {metrics_path}")
+    if not h:
+        click.echo(f"kind={model.kind} trained on every cell (--holdout 0): no held-out figures")
+        return
+    click.echo(f"kind={model.kind} heldout_n={h['n']} kendall_tau={h['kendall_tau']:.4f} "
+               f"spearman_rho={h['spearman_rho']:.4f} r2={h['r2']:.4f} mae_kwh={h['mae_kwh']:.6f} "
+               f"params_only_kendall_tau={h['params_only_kendall_tau']:.4f}")
+
+
+@energy.command("predict")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True, help="A model from 'energy fit'.")
+@click.option("--cells", "cells_path", type=click.Path(dir_okay=False), required=True,
+              help="CELLS.csv (energy columns optional; where present, the predictions are scored against them).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), required=True,
+              help="PRED.csv: module_hash,energy_kwh (predicted) [,measured_energy_kwh].")
+@click.option("--scatter", "scatter_path", type=click.Path(dir_okay=False), default=None,
+              help="PNG of predicted vs measured energy (needs measured energy in CELLS.csv).")
+def energy_predict(model_path, cells_path, out_path, scatter_path):
+    """Predict the 4-epoch training energy (kWh) of NAS-Bench-101 cells."""
+    from greenmachine.energy.surrogate import load_model, read_cells_csv, regression_metrics, scatter_png, write_predictions
+    from greenmachine.files import check_writable_file
+
+    check_writable_file(out_path)
+    if scatter_path:
+        check_writable_file(scatter_path, "--scatter")
+    model = load_model(model_path)
+    table = read_cells_csv(cells_path, need_energy=False)
+    if scatter_path and table.energy is None:
+        raise GreenmachineError(f"--scatter needs measured energy in {cells_path} (energy_kwh_4ep or energy_kwh)")
+    predicted = model.predict_cells(table.cells)
+    write_predictions(out_path, table.hashes, predicted, table.energy)
+    click.echo(f"wrote {len(predicted)} predictions to {out_path}")
+    if table.energy is not None:
+        m = regression_metrics(predicted, table.energy)
+        click.echo(f"against {table.energy_column}: n={m['n']} kendall_tau={m['kendall_tau']:.4f} "
+                   f"spearman_rho={m['spearman_rho']:.4f} r2={m['r2']:.4f} mae_kwh={m['mae_kwh']:.6f} "
+                   f"mean_ratio_predicted_measured={float((predicted / table.energy).mean()):.3f}")
+        if scatter_path:
+            scatter_png(scatter_path, predicted, table.energy,
+                        f"{model.kind} from {Path(str(model.training.get('data', '?'))).name} on {Path(cells_path).name}")
+
+
+@energy.command("curve")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), required=True, help="CELLS.csv with measured energy.")
+@click.option("--out", "out_prefix", type=click.Path(dir_okay=False), required=True,
+              help="Prefix: writes <prefix>.csv and <prefix>.png.")
+@click.option("--sizes", default="50,100,200,400,800,1600,all", show_default=True,
+              help="Training cells per point ('all' = the whole training part).")
+@click.option("--kinds", default="mlp,gbr", show_default=True)
+@click.option("--repeats", type=int, default=1, show_default=True, help="Random training subsets per size.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--holdout", type=float, default=0.2, show_default=True)
+def energy_curve(data_path, out_prefix, sizes, kinds, repeats, seed, holdout):
+    """Learning curve: held-out Kendall tau and MAE against the number of training cells (CSV and PNG)."""
+    from greenmachine.energy.surrogate import curve_png, grouped_split, learning_curve, read_cells_csv, write_curve_csv
+    from greenmachine.files import check_writable_file
+
+    csv_path, png_path = Path(out_prefix + ".csv"), Path(out_prefix + ".png")
+    check_writable_file(csv_path)
+    if repeats < 1:
+        raise GreenmachineError(f"--repeats must be at least 1, got {repeats}")
+    table = read_cells_csv(data_path, need_energy=True)
+    n_train = len(grouped_split(table.hashes, holdout, seed)[0])
+    try:
+        size_list = sorted({n_train if s.strip() == "all" else int(s) for s in sizes.split(",") if s.strip()})
+    except ValueError:
+        raise GreenmachineError(f"--sizes must be integers or 'all', got {sizes!r}") from None
+    rows = []
+    for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
+        rows += learning_curve(table, kind, size_list, seed=seed, holdout=holdout, repeats=repeats,
+                               log=lambda msg: click.echo(msg, err=True))
+    write_curve_csv(csv_path, rows)
+    curve_png(png_path, rows, f"energy surrogate learning curve, {Path(data_path).name}, held-out {holdout:.0%} (seed {seed})")
+    for r in rows:
+        click.echo(f"kind={r['kind']} train_cells={r['train_cells']} repeat={r['repeat']} kendall_tau={r['kendall_tau']:.4f} "
+                   f"r2={r['r2']:.4f} mae_kwh={r['mae_kwh']:.6f}")
+    click.echo(f"wrote {csv_path} and {png_path}")
+
+
 @energy.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the totals as JSON.")
