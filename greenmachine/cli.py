@@ -20,6 +20,9 @@ from greenmachine.spaces import dataset_names, space_names  # the registry: no t
 SPACE = click.Choice(space_names())
 DATASET = click.Choice(dataset_names())
 SAMPLING = click.Choice(["stratified", "random"])
+# Seeds are 0..2**32-1 (config.SEED_MAX, kept equal by tests/test_hardening_inputs.py): numpy's generators refuse
+# negative seeds and torch's overflow on huge ones, deep inside a run; click states the range at once instead.
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 def _common(f):
@@ -32,10 +35,38 @@ def _common(f):
     return f
 
 
-def _cache(cache_dir, no_cache):
+def _cache(cache_dir, no_cache, data_dir=None):
+    """The probe cache; ``data_dir`` lets it key entries on the digest of the images actually probed."""
     from greenmachine.probing.cache import ProbeCache, default_cache_dir
 
-    return ProbeCache(None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir())
+    return ProbeCache(None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir(), data_dir=data_dir)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def _check_outputs(out_path, outputs: dict[str, Path], inputs=()) -> None:
+    """Before any work: the result files of ``--out`` (CSV and its twins) are distinct, overwrite no input file,
+    and can be written. Why: an hour of probing must not end in a traceback, nor in a result replacing a proxy."""
+    from greenmachine.files import check_writable_file
+
+    seen: dict[Path, str] = {}
+    for what, path in outputs.items():
+        resolved = path.resolve()
+        if resolved in seen:
+            raise GreenmachineError(f"--out {out_path}: its {what} and its {seen[resolved]} would be the same file "
+                                    f"{path}; choose a name ending in .csv")
+        seen[resolved] = what
+        for inp in inputs:
+            if _same_file(path, Path(inp)):
+                raise GreenmachineError(f"--out {out_path} would overwrite the input proxy file {inp} (as its {what})")
+        check_writable_file(path, f"--out ({what})")
 
 
 def _energy_options(f):
@@ -138,7 +169,7 @@ def cli() -> None:
 @click.option("--sample-size", type=int, default=None, help="Architectures in the evolution sample.")
 @click.option("--population", type=int, default=None)
 @click.option("--generations", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=SEED, default=None)
 @click.option("--batch-size", type=int, default=None, help="Images in the probe minibatch.")
 @click.option("--workers", type=int, default=None, help="Processes for probing (default 1).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<space>-<dataset>-<seed>).")
@@ -166,6 +197,9 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     data = resolve_data_dir(data_dir)
     out = Path(out_dir or f"runs/{config.space}-{config.dataset}-{config.seed}")
+    from greenmachine.files import check_writable_dir
+
+    check_writable_dir(out, "--out")  # before probing, not after
     reporter = Reporter(quiet=quiet)
     meter = _meter(config.device, energy_settings)
     with reporter.session():
@@ -173,7 +207,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
         # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
         metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
         engine_j0 = meter.joules()
-        result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache), resume=resume,
+        result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache, data), resume=resume,
                                reporter=reporter, **metered)
     energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result,
                                   meter.joules() - engine_j0, out / "proxy.json")
@@ -190,7 +224,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
 @click.option("--dataset", type=DATASET, default=None, help="Default: the proxy's dataset (another one = transfer).")
 @click.option("--sample-size", type=int, default=500, show_default=True)
 @click.option("--sampling", type=SAMPLING, default="random", show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the evaluation sample.")
+@click.option("--seed", type=SEED, default=1, show_default=True, help="Seed of the evaluation sample.")
 @click.option("--archs", default=None, help="Comma-separated indices or arch strings instead of a sample.")
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
@@ -209,8 +243,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     proxy = load_proxy(proxy_path)
-    if out_path and Path(proxy_path).resolve() in (Path(out_path).resolve(), summary_path(out_path).resolve()):
-        raise GreenmachineError(f"--out {out_path} would overwrite the proxy file {proxy_path}")
+    if out_path:
+        _check_outputs(out_path, {"CSV": Path(out_path), "summary": summary_path(out_path)}, inputs=[proxy_path])
     space = space or proxy.space or "tss"
     dataset = dataset or proxy.dataset or "cifar10"
     data = resolve_data_dir(data_dir)
@@ -223,8 +257,9 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, exclude)
         # the proxy's own probe protocol (minibatch size and seed, initialisation seed), on the scored dataset
         settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
-                                  device, init_seed=proxy.probe.get("init_seed"))
-        result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data, cache=_cache(cache_dir, no_cache),
+                                  device, init_seed=proxy.probe.get("init_seed"), data_dir=data)
+        result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
+                              cache=_cache(cache_dir, no_cache, data),
                               reporter=reporter, meter=meter)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
@@ -245,14 +280,14 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @click.option("--dataset", type=DATASET, default="cifar10", show_default=True)
 @click.option("--sample-size", type=int, default=500, show_default=True)
 @click.option("--sampling", type=SAMPLING, default="random", show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the sample.")
+@click.option("--seed", type=SEED, default=1, show_default=True, help="Seed of the sample.")
 @click.option("--archs", default=None, help="Comma-separated indices or arch strings instead of a sample.")
 @click.option("--proxies", default=None, help="Comma-separated baselines (default: all registered).")
 @click.option("--include", "includes", multiple=True, type=click.Path(dir_okay=False),
               help="An evolved proxy.json to score beside the baselines (repeatable).")
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the included proxies' samples.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images in the probe minibatch.")
-@click.option("--probe-seed", type=int, default=0, show_default=True,
+@click.option("--probe-seed", type=SEED, default=0, show_default=True,
               help="Seed of the minibatch and of the initialisation (evolve's --seed gives the same protocol).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="CSV of per-architecture scores; a .summary.json and a .png land beside it.")
@@ -279,6 +314,9 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
         while key in evolved:
             key += "_"
         evolved[key] = load_proxy(p)
+    if out_path:
+        _check_outputs(out_path, {"CSV": Path(out_path), "summary": summary_path(out_path),
+                                  "figure": Path(out_path).with_suffix(".png")}, inputs=includes)
     data = resolve_data_dir(data_dir)
     reporter = Reporter(quiet=quiet)
     meter = _meter(device, energy_settings)
@@ -287,9 +325,9 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
         exclude = {i for p in evolved.values() if p.space == space for i in p.sample_indices} \
             if exclude_evolution_sample else set()
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, sorted(exclude))
-        settings = probe_settings(space, dataset, batch_size, probe_seed, device)
+        settings = probe_settings(space, dataset, batch_size, probe_seed, device, data_dir=data)
         result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
-                         cache=_cache(cache_dir, no_cache), reporter=reporter, meter=meter)
+                         cache=_cache(cache_dir, no_cache, data), reporter=reporter, meter=meter)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
                          "baselines", len(result.indices))
@@ -520,10 +558,14 @@ def reproduce(config_path, out_dir, device, data_dir, cache_dir, no_cache, quiet
     from greenmachine.ui import Reporter
     from greenmachine.workspace import resolve_data_dir
 
+    from greenmachine.files import check_writable_dir
+
     config = load_config(config_path).override(device=device).validate()
+    check_writable_dir(out_dir, "--out")  # before probing, not after
+    data = resolve_data_dir(data_dir)
     reporter = Reporter(quiet=quiet)
     with reporter.session():
-        result = run(config, resolve_data_dir(data_dir), Path(out_dir), _cache(cache_dir, no_cache), reporter)
+        result = run(config, data, Path(out_dir), _cache(cache_dir, no_cache, data), reporter)
     click.echo(f"architectures={len(result.indices)} held-out ({config.eval_sampling})")
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")

@@ -9,8 +9,24 @@ from typing import Any
 
 from greenmachine.probing.datasets import check_dataset
 from greenmachine.errors import GreenmachineError
+from greenmachine.files import read_user_bytes
 from greenmachine.spaces.sampling import SAMPLINGS
 from greenmachine.spaces import get_space
+
+
+# Documented limits on what a config or a command line may ask for (README, "Security"): beyond them a run would
+# overflow a seeded generator, grow without bound or start an unbounded number of processes.
+SEED_MAX = 2**32 - 1  # seeds are 0..2**32-1: numpy's and torch's generators refuse negatives, torch overflows
+MAX_TREE_HEIGHT = 17  # Koza's and DEAP's usual bloat limit; trees in proxy files are held to it as well
+MAX_WORKERS = 256  # probing processes
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """A seed within 0..SEED_MAX (an int, not a bool), or a one-line error stating the range."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SEED_MAX:
+        raise GreenmachineError(f"{name} must be an integer in 0..{SEED_MAX} (2**32-1), got {str(value)[:40]}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,16 @@ class EvolveConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise GreenmachineError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("sample_size", "eval_sample_size"):  # Kendall tau needs two architectures
+            if getattr(self, name) < 2:
+                raise GreenmachineError(f"{name} must be at least 2 (Kendall tau ranks two or more architectures), "
+                                        f"got {getattr(self, name)}")
+        check_seed(self.seed)
+        if self.max_height > MAX_TREE_HEIGHT:
+            raise GreenmachineError(f"max_height must be at most {MAX_TREE_HEIGHT} (the documented tree-height limit), "
+                                    f"got {self.max_height}")
+        if self.workers > MAX_WORKERS:
+            raise GreenmachineError(f"workers must be at most {MAX_WORKERS}, got {self.workers}")
         if self.generations < 0 or self.elitism < 0:
             raise GreenmachineError("generations and elitism cannot be negative")
         if self.init_max_depth < self.init_min_depth or self.init_max_depth >= self.max_height:
@@ -103,13 +129,14 @@ def load_config(path: str | Path | None, space: str | None = None) -> EvolveConf
 
 
 def _read_toml(path: Path) -> dict:
+    raw = read_user_bytes(path, "config file", MAX_CONFIG_BYTES)  # a FIFO or device is refused, not read forever
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise GreenmachineError(f"config file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise GreenmachineError(f"config file {path} is not valid TOML: {exc}") from None
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise GreenmachineError(f"config file {path} is not valid TOML: {' '.join(str(exc).split())[:200]}") from None
+    if "evolve" in data and set(data) != {"evolve"}:
+        raise GreenmachineError(f"config file {path}: settings beside the [evolve] table would be ignored: "
+                                f"{', '.join(sorted(set(data) - {'evolve'}))}")
     data = data.get("evolve", data)
     if not isinstance(data, dict):
         raise GreenmachineError(f"config file {path}: [evolve] must be a table")

@@ -41,20 +41,56 @@ def choose_architectures(
     truth: GroundTruth, dataset: str, archs: str | None, sample_size: int, sampling: str, seed: int,
     exclude: Iterable[int] = (),
 ) -> list[int]:
-    """``--archs 3,17,...`` (indices or arch strings) if given, else a seeded sample outside ``exclude``."""
-    if archs:
-        return truth.parse_archs(archs.split(","), dataset)
-    return sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
+    """``--archs 3,17,...`` (indices or arch strings) if given, else a seeded sample outside ``exclude``.
+
+    Either way at least two architectures: Kendall tau and Spearman rho rank two or more, and one would print
+    ``tau=nan`` as if it were a result. Indices are ASCII digits only: ``str.isdigit`` and ``int`` also take
+    ``"١٢"`` (Arabic-Indic) or ``"²"``, so a mistyped option could silently name another network.
+    """
+    if archs is not None:
+        tokens = [t.strip() for t in archs.split(",")]
+        for tok in tokens:
+            if not tok.isascii():
+                raise GreenmachineError(f"--archs item {tok[:40]!r} is neither an index (ASCII digits 0-9) "
+                                        "nor an architecture string")
+        if not any(tokens):
+            raise GreenmachineError("--archs names no architecture")
+        chosen = truth.parse_archs(tokens, dataset)
+    else:
+        if sample_size < 2:
+            raise GreenmachineError(f"--sample-size must be at least 2 (Kendall tau ranks two or more "
+                                    f"architectures), got {sample_size}")
+        chosen = sample_indices(truth, dataset, sample_size, sampling, seed=seed, exclude=exclude)
+    if len(chosen) < 2:
+        raise GreenmachineError(f"Kendall tau needs at least two architectures; --archs names {len(chosen)}")
+    return chosen
 
 
 def probe_settings(
-    space: str, dataset: str, batch_size: int, seed: int, device: str, init_seed: int | None = None
+    space: str, dataset: str, batch_size: int, seed: int, device: str, init_seed: int | None = None,
+    data_dir: str | Path | None = None,
 ) -> ProbeSettings:
-    """The probe protocol of a run: the minibatch and (unless given) the network initialisation follow the seed."""
+    """The probe protocol of a run: the minibatch and (unless given) the network initialisation follow the seed.
+
+    With ``data_dir`` the settings carry the digest of the minibatch drawn from it (``images_digest``), computed
+    once here, so that the probe cache keys on the images actually probed; without it the cache computes the
+    digest from its own ``data_dir``, or does not cache.
+    """
+    from greenmachine.config import check_seed
+
+    check_seed(seed, "the probe seed")
+    check_seed(seed if init_seed is None else init_seed, "the initialisation seed")
+    if batch_size < 2:
+        raise GreenmachineError(f"the probe batch needs at least 2 images, got {batch_size}")
     if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise GreenmachineError("--device cuda asked, but torch sees no CUDA device here")
+    digest = ""
+    if data_dir is not None:
+        from greenmachine.probing.datasets import images_digest
+
+        digest = images_digest(str(data_dir), dataset, batch_size, seed)
     return ProbeSettings(space, dataset, batch_size=batch_size, batch_seed=seed,
-                         init_seed=seed if init_seed is None else init_seed, device=device)
+                         init_seed=seed if init_seed is None else init_seed, device=device, images_digest=digest)

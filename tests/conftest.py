@@ -43,7 +43,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def cache(cache_dir) -> ProbeCache:
-    return ProbeCache(cache_dir)
+    return ProbeCache(cache_dir, data_dir=DATA)  # data_dir: entries are keyed on the probed images' digest
 
 
 @pytest.fixture()

@@ -36,7 +36,7 @@ def test_one_pass_captures_every_terminal(data_dir):
 
 
 def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
-    cache = ProbeCache(tmp_path)
+    cache = ProbeCache(tmp_path, data_dir=data_dir)
     settings = ProbeSettings("tss", "cifar10", batch_size=8)
     items = [(11, ARCH)]
     first = probe_sample(items, settings, data_dir, cache=cache)
@@ -56,13 +56,14 @@ def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
 
 def test_only_requested_passes_run(tmp_path, data_dir):
     settings = ProbeSettings("tss", "cifar10", batch_size=8)
-    (probe,) = probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",), cache=ProbeCache(tmp_path))
+    (probe,) = probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",),
+                            cache=ProbeCache(tmp_path, data_dir=data_dir))
     assert set(probe.tensors) == {"synflow_grad"}
     assert len(list(tmp_path.rglob("synflow-*.pt"))) == 1 and not list(tmp_path.rglob("ce-*.pt"))
 
 
 def test_truncated_cache_file_is_probed_again(tmp_path, data_dir):
-    cache = ProbeCache(tmp_path)
+    cache = ProbeCache(tmp_path, data_dir=data_dir)
     settings = ProbeSettings("tss", "cifar10", batch_size=8)
     probe_sample([(11, ARCH)], settings, data_dir, groups=("synflow",), cache=cache)
     (path,) = tmp_path.rglob("synflow-*.pt")
@@ -78,7 +79,7 @@ def test_a_tree_needs_only_its_own_pass(tmp_path, data_dir, tss_truth):
 
     settings = ProbeSettings("tss", "cifar10", batch_size=8)
     items = [(i, tss_truth.arch(i)) for i in (11, 284, 5)]
-    full = ProbeBatch(probe_sample(items, settings, data_dir, cache=ProbeCache(tmp_path)))
+    full = ProbeBatch(probe_sample(items, settings, data_dir, cache=ProbeCache(tmp_path, data_dir=data_dir)))
     only = ProbeBatch(probe_sample(items, settings, data_dir, groups=("spectrum",)))
     tokens = parse_expression("add(a_sum_layers(e_min(corr_eig)), a_mean_layers(al_one))")
     assert torch.equal(evaluate(tokens, full), evaluate(tokens, only))

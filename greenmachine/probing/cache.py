@@ -1,7 +1,8 @@
 """Disk cache of network probes, and probing of a whole sample through an executor.
 
-A probe is stored per (probe settings, architecture index, arch string, pass) under a SHA-256 key of all of them,
-as a ``torch.save`` file that is read back with ``weights_only=True`` (tensors only, no code). Results are written
+A probe is stored per (probe settings, digest of the probe minibatch, architecture index, arch string, pass) under a
+SHA-256 key of all of them, as a ``torch.save`` file that holds its key and is read back with ``weights_only=True``
+(tensors only, no code) and checked (see :class:`ProbeCache`). Results are written
 as each network finishes, so an interrupted run keeps every probe it had made.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from greenmachine.probing.datasets import probe_batch
+from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.probing.probe import GROUPS, NetworkProbe, ProbeSettings, probe_network
@@ -34,42 +36,132 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "greenmachine"
 
 
+CACHE_FORMAT = "greenmachine-probe-cache"
+CACHE_FORMAT_VERSION = 2  # 2: the key holds the minibatch digest, the entry holds its key
+
+
 @dataclass
 class ProbeCache:
-    """A folder of cached probes; ``root=None`` disables caching."""
+    """A folder of cached probes; ``root=None`` disables caching.
+
+    An entry is one ``torch.save`` file per (probe settings, minibatch digest, index, arch, pass), named by the
+    SHA-256 of that key and holding the key itself. It is used only if it proves it belongs there: read with
+    ``weights_only=True`` (tensors and plain containers, no code), its stored key equal to the one asked for,
+    every terminal of the pass present with the shapes the pass produces, every value finite. Anything else (a
+    file cut short, an entry of another architecture or minibatch, a pass missing, NaN or inf) is a miss: the
+    network is probed again and the entry rewritten, never used and never a permanent failure. Writers go through
+    a uniquely named temporary file and ``os.replace``, so two runs sharing a cache never leave a half or mixed
+    entry.
+
+    The minibatch digest comes from ``settings.images_digest`` or, where that is empty, from ``data_dir`` (the
+    folder the images are read from); with neither, nothing is cached, since other images could then hit.
+    """
 
     root: Path | None
+    data_dir: str | Path | None = None
 
-    def _path(self, settings: ProbeSettings, index: int, arch: str, group: str) -> Path:
+    def key(self, settings: ProbeSettings, index: int, arch: str, group: str) -> str | None:
+        """The entry's key as canonical JSON, or None when the minibatch digest cannot be known."""
+        digest = getattr(settings, "images_digest", "")
+        if not digest and self.data_dir is not None:
+            digest = images_digest(str(self.data_dir), settings.dataset, settings.batch_size, settings.batch_seed)
+        if not digest:
+            return None
+        fields = {**settings.key(), "images_digest": digest}
+        return json.dumps({"format": CACHE_FORMAT, "format_version": CACHE_FORMAT_VERSION, "settings": fields,
+                           "index": int(index), "arch": arch, "group": group}, sort_keys=True)
+
+    def _path(self, key: str, settings: ProbeSettings, group: str) -> Path:
         assert self.root is not None
-        key = json.dumps({"settings": settings.key(), "index": index, "arch": arch, "group": group}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.root / settings.space / settings.dataset / f"{group}-{digest}.pt"
 
     def load(self, settings: ProbeSettings, index: int, arch: str, group: str) -> tuple[dict, float] | None:
-        if self.root is None:
+        """The cached tensors and probe seconds of one pass, or None (a miss) unless the entry checks out."""
+        if self.root is None or group not in GROUPS:
             return None
-        path = self._path(settings, index, arch, group)
-        if not path.is_file():
+        key = self.key(settings, index, arch, group)
+        if key is None:
+            return None
+        path = self._path(key, settings, group)
+        if not path.is_file():  # also keeps a FIFO or device planted under the name from blocking the read
             return None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-            return obj["tensors"], float(obj["seconds"])
-        except Exception:  # a file cut short by a killed run: probe again
+        except Exception:  # cut short by a killed run, or not a torch file at all
             return None
+        if not isinstance(obj, dict) or obj.get("key") != key:
+            return None
+        tensors, seconds = obj.get("tensors"), obj.get("seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds < float("inf"):
+            return None
+        if not valid_pass(tensors, group, settings.batch_size):
+            return None
+        return tensors, float(seconds)
 
     def save(self, settings: ProbeSettings, probe: NetworkProbe, group: str) -> None:
+        """Store one pass of ``probe`` atomically (a probe that fails the load-time checks is not stored)."""
         if self.root is None:
             return
-        path = self._path(settings, probe.index, probe.arch, group)
+        key = self.key(settings, probe.index, probe.arch, group)
+        if key is None:
+            return
+        tensors = {k: probe.tensors[k] for k in GROUPS[group]}
+        if not valid_pass(tensors, group, settings.batch_size):
+            return  # it would be a miss on load anyway
+        path = self._path(key, settings, group)
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tensors = {k: probe.tensors[k] for k in GROUPS[group]}
-            torch.save({"tensors": tensors, "seconds": probe.seconds}, tmp)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"key": key, "tensors": tensors, "seconds": float(probe.seconds)}, f)
             os.replace(tmp, path)
+            tmp = None
         except OSError as exc:
             raise GreenmachineError(f"cannot write the probe cache under {self.root}: {exc}") from None
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+
+def _tensor_list(value: object, ndim: int, dtype: torch.dtype) -> list[torch.Tensor] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    for t in value:
+        if not isinstance(t, torch.Tensor) or t.dim() != ndim or t.dtype != dtype or not bool(torch.isfinite(t).all()):
+            return None
+    return value
+
+
+def valid_pass(tensors: object, group: str, batch_size: int) -> bool:
+    """Whether ``tensors`` is what the pass ``group`` of probe.py produces: every terminal of the pass, a
+    non-empty list per terminal with the dtype, rank and (where fixed by the pass) shape it has, all values finite.
+
+    Finite because no pass can produce NaN or inf: weights are finite, gradients come from a finite loss, kernels
+    are counts and cosines, and the eigenvalues are taken after NaN entries are zeroed.
+    """
+    if not isinstance(tensors, dict) or set(tensors) != set(GROUPS.get(group, ())):
+        return False
+    if group == "synflow":
+        return _tensor_list(tensors["synflow_grad"], 1, torch.float64) is not None
+    if group == "spectrum":
+        return _tensor_list(tensors["corr_eig"], 1, torch.float64) is not None
+    weight = _tensor_list(tensors["weight"], 1, torch.float32)
+    grad = _tensor_list(tensors["grad"], 1, torch.float32)
+    act = _tensor_list(tensors["act"], 2, torch.float64)
+    act_grad = _tensor_list(tensors["act_grad"], 2, torch.float64)
+    kernels = [_tensor_list(tensors[k], 2, torch.float64) for k in ("relu_kernel", "act_cosine")]
+    if weight is None or grad is None or act is None or act_grad is None or any(k is None for k in kernels):
+        return False
+    if len(weight) != len(grad) or any(w.shape != g.shape for w, g in zip(weight, grad)):
+        return False
+    n_relu = len(act)
+    if len(act_grad) != n_relu or any(len(k) != n_relu for k in kernels):
+        return False
+    if any(a.shape != g.shape or a.shape[0] != batch_size for a, g in zip(act, act_grad)):
+        return False
+    return all(t.shape == (batch_size, batch_size) for k in kernels for t in k)
 
 
 @dataclass

@@ -3,11 +3,16 @@
 The files are read directly (no torchvision): the CIFAR "python version" pickles and the downsampled-ImageNet
 pickles that NATS-Bench trains on. Any number of batch files and of images per file is accepted, so the same
 code reads a small subset and the full sets. Normalisation constants are the ones NATS-Bench trains with.
+
+The pickles are read with :func:`greenmachine.safepickle.safe_load` (a restricted unpickler: plain containers and
+numpy arrays only), because a data folder is something a user hands over and a planted batch file must not run
+code. :func:`images_digest` fingerprints the normalised minibatch a probe protocol draws, so that the probe cache
+can never serve probes made on other images.
 """
 
 from __future__ import annotations
 
-import pickle
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +21,11 @@ import numpy as np
 import torch
 
 from greenmachine.errors import GreenmachineError
+from greenmachine.safepickle import safe_load
+
+# Bump when the way images become a probe minibatch changes (file order, label handling, the draw, the
+# normalisation): it is hashed into images_digest, so probes cached under the old protocol are never reused.
+DATA_PROTOCOL = 1
 
 
 @dataclass(frozen=True)
@@ -57,11 +67,7 @@ def check_dataset(name: str) -> DatasetSpec:
 
 
 def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
-    except Exception as exc:  # a truncated or foreign file
-        raise GreenmachineError(f"cannot read dataset file {path}: {type(exc).__name__}: {exc}") from None
+    obj = safe_load(path, encoding="latin1", what="dataset file")
     if not isinstance(obj, dict) or "data" not in obj:
         raise GreenmachineError(f"dataset file {path} is not a CIFAR/ImageNet16 pickle (no 'data' key)")
     return obj
@@ -114,3 +120,20 @@ def probe_batch(data_dir: str, dataset: str, batch_size: int, seed: int) -> tupl
     std = torch.tensor(spec.std).view(1, 3, 1, 1) / 255.0
     images = (torch.from_numpy(x[idx]).float() / 255.0 - mean) / std
     return images, torch.from_numpy(y[idx])
+
+
+def batch_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of a probe minibatch exactly as probed (normalised float images and labels, with their shapes and
+    dtypes) and of :data:`DATA_PROTOCOL`: two minibatches share a digest only if every value is equal."""
+    h = hashlib.sha256(f"greenmachine-probe-batch:{DATA_PROTOCOL}".encode())
+    for t in (images, labels):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=16)
+def images_digest(data_dir: str, dataset: str, batch_size: int, seed: int) -> str:
+    """:func:`batch_digest` of the minibatch :func:`probe_batch` draws; computed once per protocol and process."""
+    return batch_digest(*probe_batch(str(data_dir), dataset, batch_size, seed))

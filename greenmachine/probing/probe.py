@@ -61,6 +61,10 @@ class ProbeSettings:
     batch_seed: int = 0
     init_seed: int = 0
     device: str = "cpu"
+    # SHA-256 of the normalised minibatch and labels this protocol draws (probing.datasets.images_digest); part of
+    # the cache key so that probes made on other images (another data folder, other files) are never reused.
+    # "" = not computed here; the probe cache then computes it from its own data folder, or does not cache.
+    images_digest: str = ""
 
     def key(self) -> dict:
         d = asdict(self)

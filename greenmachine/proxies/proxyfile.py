@@ -2,6 +2,11 @@
 
 The tree is stored twice: as a readable expression and as the list of primitive names in prefix order, which
 reloads exactly. Loading checks every name and type against the primitive set and never evaluates Python.
+
+A proxy file is something a user hands over, so it is read with limits: a regular file only (a FIFO or a device is
+refused without blocking), at most :data:`MAX_PROXY_BYTES`, JSON nested at most ``files.MAX_JSON_DEPTH`` deep, a
+tree at most ``config.MAX_TREE_HEIGHT`` high (checked before any recursive walk), known space and dataset, seeds
+in ``0..config.SEED_MAX``.
 """
 
 from __future__ import annotations
@@ -14,13 +19,47 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from greenmachine.config import MAX_TREE_HEIGHT, check_seed
 from greenmachine.errors import GreenmachineError
-from greenmachine.files import write_text_atomic
-from greenmachine.proxies.primitives import check_tokens, parse_expression, tree_expression
+from greenmachine.files import load_json, write_text_atomic
+from greenmachine.probing.datasets import check_dataset
+from greenmachine.proxies.primitives import OPS, check_tokens, parse_expression, tree_expression
 from greenmachine.spaces import space_names
 
 FORMAT = "greenmachine-proxy"
 FORMAT_VERSION = 1
+MAX_PROXY_BYTES = 1 << 20  # 1 MiB: a tree of the maximum height with 2-ary nodes is far below it
+MAX_EXPRESSION_CHARS = 200_000
+
+
+def expression_height(text: str) -> int:
+    """Height of the tree an expression string describes, bounded by its parenthesis nesting (no recursion)."""
+    depth = best = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            best = max(best, depth)
+        elif ch == ")":
+            depth -= 1
+    return best
+
+
+def tokens_height(tokens: list) -> int:
+    """Height of a prefix token list (a terminal alone is 0, as in DEAP), walked with a stack, not recursion.
+    Unknown names count as terminals here; check_tokens names them afterwards."""
+    best = 0
+    pending: list[int] = []  # children still expected by each open node, root first
+    for name in tokens:
+        depth = len(pending)
+        best = max(best, depth)
+        if pending:
+            pending[-1] -= 1
+        op = OPS.get(name) if isinstance(name, str) else None
+        if op is not None and op.arity:
+            pending.append(op.arity)
+        while pending and pending[-1] == 0:
+            pending.pop()
+    return best
 
 
 def package_versions() -> dict[str, str]:
@@ -80,6 +119,16 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
         raise GreenmachineError(f"{origin} is not a greenmachine proxy file (no \"format\": \"{FORMAT}\")")
     if data.get("format_version") != FORMAT_VERSION:
         raise GreenmachineError(f"{origin} has proxy format version {data.get('format_version')!r}; expected {FORMAT_VERSION}")
+    tokens = data.get("tokens")
+    expression = data.get("expression")
+    if tokens is not None and (not isinstance(tokens, list) or len(tokens) > MAX_PROXY_BYTES // 4):
+        raise GreenmachineError(f"{origin}: tokens must be a list of primitive names")
+    if expression is not None and (not isinstance(expression, str) or len(expression) > MAX_EXPRESSION_CHARS):
+        raise GreenmachineError(f"{origin}: expression must be a string of at most {MAX_EXPRESSION_CHARS} characters")
+    height = max(tokens_height(tokens) if tokens is not None else 0,
+                 expression_height(expression) if expression is not None else 0)
+    if height > MAX_TREE_HEIGHT:
+        raise GreenmachineError(f"{origin}: the tree is {height} levels high; the limit is {MAX_TREE_HEIGHT}")
     try:
         if "tokens" in data:
             tokens = data["tokens"]
@@ -95,21 +144,44 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
     space = data.get("space")
     if space is not None and space not in space_names():
         raise GreenmachineError(f"{origin}: unknown space {space!r}")
+    dataset = data.get("dataset")
+    if dataset is not None:
+        if not isinstance(dataset, str):
+            raise GreenmachineError(f"{origin}: dataset must be a dataset name, got {str(dataset)[:40]!r}")
+        try:
+            check_dataset(dataset)
+        except GreenmachineError as exc:
+            raise GreenmachineError(f"{origin}: {exc}") from None
+    sampling = data.get("sampling")
+    if sampling is not None and not isinstance(sampling, str):
+        raise GreenmachineError(f"{origin}: sampling must be a string")
     indices = data.get("sample_indices") or []
-    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
-        raise GreenmachineError(f"{origin}: sample_indices must be a list of integers")
+    if not isinstance(indices, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices
+    ):
+        raise GreenmachineError(f"{origin}: sample_indices must be a list of non-negative integers")
     probe = data.get("probe") or {}
     if not isinstance(probe, dict) or not all(
         isinstance(probe.get(k, 0), int) and not isinstance(probe.get(k, 0), bool) for k in ("batch_size", "batch_seed", "init_seed")
     ):
         raise GreenmachineError(f"{origin}: probe must hold integer batch_size, batch_seed and init_seed")
+    try:
+        for k in ("batch_seed", "init_seed"):
+            if k in probe:
+                check_seed(probe[k], f"probe.{k}")
+        if data.get("seed") is not None:
+            check_seed(data["seed"], "seed")
+    except GreenmachineError as exc:
+        raise GreenmachineError(f"{origin}: {exc}") from None
+    if "batch_size" in probe and probe["batch_size"] < 2:
+        raise GreenmachineError(f"{origin}: probe.batch_size must be at least 2, got {probe['batch_size']}")
     fitness = (data.get("fitness") or {}).get("kendall_tau") if isinstance(data.get("fitness"), dict) else None
     return Proxy(
         tokens=list(tokens),
         space=space,
-        dataset=data.get("dataset"),
+        dataset=dataset,
         fitness=fitness if isinstance(fitness, (int, float)) else None,
-        sampling=data.get("sampling"),
+        sampling=sampling,
         sample_indices=list(indices),
         seed=data.get("seed") if isinstance(data.get("seed"), int) else None,
         probe=dict(probe),
@@ -118,15 +190,7 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
 
 
 def load_proxy(path: str | Path) -> Proxy:
+    """Read and check a proxy file (limits: see the module docstring)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise GreenmachineError(f"proxy file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GreenmachineError(f"cannot read proxy file {path}: {exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GreenmachineError(f"{path} is not valid JSON: {exc}") from None
+    data = load_json(path, "proxy file", MAX_PROXY_BYTES)
     return proxy_from_json(data, str(path))
