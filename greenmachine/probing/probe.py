@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 import torch
@@ -114,19 +114,74 @@ def _channel_mean(t: torch.Tensor) -> torch.Tensor:
     return (t.mean(dim=(2, 3)) if t.dim() == 4 else t).double().cpu()
 
 
-def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[torch.Tensor]]:
-    """The cross-entropy pass (see the module docstring)."""
+class _SharedInputs:
+    """Summaries of ReLU inputs, computed once per input tensor.
+
+    Why: in a NAS-Bench-201 / NATS cell every ReLU-Conv-BN edge leaving a node starts with a ReLU of that node's
+    tensor, so up to three ReLUs of a cell see the very same tensor object; its channel means, kernels and
+    correlation spectrum are the same numbers and are computed once (the gradient stays per ReLU). The dict
+    keeps each tensor alive, so an ``id`` is never reused within a pass."""
+
+    def __init__(self, spectrum: bool, kernels: bool):
+        self.spectrum, self.kernels = spectrum, kernels
+        self.seen: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+        self.spectrum_seconds = 0.0
+
+    def of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        hit = self.seen.get(id(x))
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        d = x.detach()
+        out: dict[str, torch.Tensor] = {}
+        if self.kernels:
+            out["act"] = _channel_mean(d)
+            out["relu_kernel"] = hamming_kernel(d).cpu()
+            out["act_cosine"] = cosine_kernel(d).cpu()
+        if self.spectrum:
+            t0 = time.perf_counter()
+            out["corr_eig"] = _relu_input_spectrum(d)
+            self.spectrum_seconds += time.perf_counter() - t0
+        self.seen[id(x)] = (x, out)
+        return out
+
+
+def _relu_input_spectrum(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 4:
+        return channel_correlation_eigenvalues(x[0]).cpu()
+    return torch.zeros(1, dtype=torch.float64)  # a vector per image: one channel per unit, no spatial extent
+
+
+def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, spectrum: bool = False,
+             timing: dict[str, float] | None = None) -> dict[str, list[torch.Tensor]]:
+    """The cross-entropy pass (see the module docstring); with ``spectrum`` it is also the spectrum pass: the
+    correlation eigenvalues are taken in the same forward (train mode, the same batch statistics, so the same
+    pre-activations as a separate forward), which saves a whole forward per network. ``timing`` receives the
+    seconds spent on the spectra (``"spectrum"``), so that each pass keeps its own cost."""
     net.train()
     net.zero_grad(set_to_none=True)
     relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
-    captured: list[torch.Tensor] = []
+    summaries: list[dict[str, torch.Tensor]] = []
+    grad_means: list[torch.Tensor | None] = []
+    shapes: list[torch.Size] = []
+    shared = _SharedInputs(spectrum=spectrum, kernels=True)
 
     def pre_hook(_module, inputs):
-        # a distinct tensor per ReLU, so that its .grad is this ReLU's gradient, not the sum over the branches
-        x = inputs[0].clone()
-        x.retain_grad()
-        captured.append(x)
-        return (x,)
+        x = inputs[0]
+        summaries.append(shared.of(x))
+        # a distinct autograd node per ReLU (a free view, not a copy), so that the gradient reaching it is this
+        # ReLU's, not the sum over the branches that share the tensor; only its channel means are kept, taken
+        # as the gradient passes, so no activation-sized gradient outlives the backward
+        y = x.view_as(x)
+        pos = len(grad_means)
+        grad_means.append(None)
+        shapes.append(x.shape)
+
+        def keep(g: torch.Tensor, pos: int = pos) -> None:
+            grad_means[pos] = _channel_mean(g)
+
+        if y.requires_grad:  # a ReLU on the raw input (no parameter before it) gets no gradient: zeros
+            y.register_hook(keep)
+        return (y,)
 
     handles = []
     for m in relus:
@@ -145,17 +200,17 @@ def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict
             (m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).flatten().float().cpu()
             for m in layers
         ],
-        "act": [],
+        "act": [s["act"] for s in summaries],
         "act_grad": [],
-        "relu_kernel": [],
-        "act_cosine": [],
+        "relu_kernel": [s["relu_kernel"] for s in summaries],
+        "act_cosine": [s["act_cosine"] for s in summaries],
     }
-    for x in captured:
-        g = x.grad if x.grad is not None else torch.zeros_like(x)
-        out["act"].append(_channel_mean(x.detach()))
-        out["act_grad"].append(_channel_mean(g))
-        out["relu_kernel"].append(hamming_kernel(x.detach()).cpu())
-        out["act_cosine"].append(cosine_kernel(x.detach()).cpu())
+    for g, shape in zip(grad_means, shapes):  # a ReLU the loss does not reach has a zero gradient
+        out["act_grad"].append(g if g is not None else torch.zeros(shape[:2], dtype=torch.float64))
+    if spectrum:
+        out["corr_eig"] = [s["corr_eig"] for s in summaries]
+    if timing is not None:
+        timing["spectrum"] = shared.spectrum_seconds
     net.zero_grad(set_to_none=True)
     return out
 
@@ -172,13 +227,10 @@ def probe_spectrum(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch
     """The spectrum pass (train mode, like the ce pass, so that BatchNorm sees the same batch statistics)."""
     net.train()
     eigs: list[torch.Tensor] = []
+    shared = _SharedInputs(spectrum=True, kernels=False)
 
     def pre_hook(_module, inputs):
-        x = inputs[0]
-        if x.dim() == 4:
-            eigs.append(channel_correlation_eigenvalues(x[0]).cpu())
-        else:  # a vector per image: one channel per unit, no spatial extent
-            eigs.append(torch.zeros(1, dtype=torch.float64))
+        eigs.append(shared.of(inputs[0])["corr_eig"])
 
     handles = [m.register_forward_pre_hook(pre_hook) for m in net.modules() if isinstance(m, nn.ReLU)]
     try:
@@ -224,6 +276,8 @@ class NetworkProbe:
     arch: str
     tensors: dict[str, list[torch.Tensor]]
     seconds: float
+    # seconds of each pass run (the network build counted in the first); fused passes split by where time went
+    pass_seconds: dict[str, float] = field(default_factory=dict)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for ts in self.tensors.values() for t in ts)
@@ -237,23 +291,41 @@ def probe_network(
     labels: torch.Tensor,
     groups: Iterable[str] = tuple(GROUPS),
 ) -> NetworkProbe:
-    """Run the requested probe passes on one freshly initialised network."""
+    """Run the requested probe passes on one freshly initialised network.
+
+    When both the ce and the spectrum pass are asked for, they share one forward (``probe_ce(spectrum=True)``):
+    the spectrum pass alone costs a forward, fused it costs only its eigenvalues. ``pass_seconds`` still gives
+    each pass its own seconds (the cache stores them per pass)."""
     from greenmachine.probing.datasets import DATASETS
 
-    start = time.perf_counter()
     device = torch.device(settings.device)
-    net = init_network(settings.space, arch, settings.dataset, settings.init_seed, index).to(device)
-    tensors: dict[str, list[torch.Tensor]] = {}
     groups = tuple(groups)
+    fused = "ce" in groups and "spectrum" in groups
+    tensors: dict[str, list[torch.Tensor]] = {}
+    seconds: dict[str, float] = {}
+
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    start = t0 = clock()
+    net = init_network(settings.space, arch, settings.dataset, settings.init_seed, index).to(device)
     if "synflow" in groups:  # before the ce pass, from the untouched initial weights
         tensors.update(probe_synflow(net, DATASETS[settings.dataset].resolution))
-    if "spectrum" in groups:  # forward only: BatchNorm running statistics do not change train-mode outputs
+        seconds["synflow"], t0 = clock() - t0, clock()
+    if "spectrum" in groups and not fused:  # forward only: BatchNorm running statistics do not change train-mode outputs
         tensors.update(probe_spectrum(net, images.to(device)))
+        seconds["spectrum"], t0 = clock() - t0, clock()
     if "ce" in groups:
-        tensors.update(probe_ce(net, images.to(device), labels.to(device)))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return NetworkProbe(index, arch, tensors, time.perf_counter() - start)
+        timing: dict[str, float] = {}
+        tensors.update(probe_ce(net, images.to(device), labels.to(device), spectrum=fused, timing=timing))
+        elapsed, t0 = clock() - t0, clock()
+        if fused:
+            seconds["spectrum"] = timing["spectrum"]
+            elapsed -= timing["spectrum"]
+        seconds["ce"] = elapsed
+    return NetworkProbe(index, arch, tensors, clock() - start, {g: seconds[g] for g in groups if g in seconds})
 
 
 def time_forward_backward(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
