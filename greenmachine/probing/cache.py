@@ -181,20 +181,13 @@ class JobResult:
 
 
 def _probe_job(settings: ProbeSettings, images, labels, job: tuple[int, str, tuple[str, ...]]) -> JobResult:
-    """Probe one network, pass by pass, so that each pass has its own seconds (and its cache entry its own cost).
-
-    Each pass builds the network afresh with the same seed (``init_network``), which gives the same tensors as one
-    build shared by the passes (synflow works on a copy, the spectrum pass only moves BatchNorm running statistics,
-    which train-mode outputs do not use) for the price of a build (10-100 ms on a CPU) per extra pass."""
+    """Probe one network: one build, the passes run by ``probe_network`` (the ce and spectrum passes share one
+    forward when both are asked for), each pass with its own seconds (and its cache entry its own cost)."""
     index, arch, groups = job
     cpu0 = time.process_time()
-    tensors: dict = {}
-    pass_seconds: dict[str, float] = {}
-    for g in groups:
-        part = probe_network(index, arch, settings, images, labels, (g,))
-        tensors.update(part.tensors)
-        pass_seconds[g] = part.seconds
-    probe = NetworkProbe(index, arch, tensors, sum(pass_seconds.values()))
+    part = probe_network(index, arch, settings, images, labels, groups)
+    pass_seconds = {g: part.pass_seconds.get(g, 0.0) for g in groups}
+    probe = NetworkProbe(index, arch, part.tensors, sum(pass_seconds.values()))
     return JobResult(index, arch, probe, pass_seconds, time.process_time() - cpu0, os.getpid())
 
 
