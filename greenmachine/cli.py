@@ -36,10 +36,15 @@ def _common(f):
 
 
 def _cache(cache_dir, no_cache, data_dir=None):
-    """The probe cache; ``data_dir`` lets it key entries on the digest of the images actually probed."""
+    """The probe cache; ``data_dir`` lets it key entries on the digest of the images actually probed. A cache
+    folder that cannot be written is refused here, before probing, not at the first network's save."""
+    from greenmachine.files import check_writable_dir
     from greenmachine.probing.cache import ProbeCache, default_cache_dir
 
-    return ProbeCache(None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir(), data_dir=data_dir)
+    root = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+    if root is not None:
+        check_writable_dir(root, "--cache-dir" if cache_dir else "the probe cache folder")
+    return ProbeCache(root, data_dir=data_dir)
 
 
 def _same_file(a: Path, b: Path) -> bool:

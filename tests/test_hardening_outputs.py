@@ -160,3 +160,19 @@ def test_score_out_that_is_a_folder_is_refused_before_work(tmp_path, capsys, env
     code, _, err = gm(capsys, "score", proxy, "--out", tmp_path / "scores.csv", *CHEAP)
     assert code == 2
     one_error_line(err, "scores.summary.json", "folder")
+
+
+def test_unwritable_cache_dir_is_refused_before_probing(tmp_path, capsys, env, monkeypatch):
+    import greenmachine.probing.cache as cache_module
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("probing started before --cache-dir was checked")
+
+    monkeypatch.setattr(cache_module, "probe_network", forbidden)
+    proxy = tmp_path / "p.json"
+    proxy.write_text(json.dumps(PROXY))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    code, _, err = gm(capsys, "score", proxy, "--cache-dir", blocker / "cache", *CHEAP)
+    assert code == 2
+    one_error_line(err, str(blocker))
