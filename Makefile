@@ -44,6 +44,12 @@ readme-figures: install
 bench: install
 	$(BIN)/python -m greenmachine.bench --networks 20
 
+# Probes/s and tree evaluations/s for 1 and 2 workers on each executor (serial, process, ray), speed-up, peak RSS,
+# probe / forward+backward: a table, and results/bench-scale.csv
+.PHONY: bench-scale
+bench-scale: install
+	$(BIN)/python -m greenmachine.bench_scale --networks 16 --trees 100 --out results/bench-scale.csv
+
 # The default run of the README: evolve on TSS / CIFAR-10, then score on 500 held-out random architectures.
 demo: install
 	$(GM) evolve --space tss --dataset cifar10 --out runs/demo $(if $(wildcard runs/demo/checkpoint.json),--resume)

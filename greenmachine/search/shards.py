@@ -71,6 +71,19 @@ class ShardWorker:
     def nbytes(self) -> int:
         return sum(b.nbytes() for b in self.batches)
 
+    def peak_rss(self) -> int:
+        """Peak resident memory of the process holding this shard, in bytes (what one worker needs)."""
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process in bytes (Linux reports kilobytes)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
 
 # --- the process backend: one forked process per shard, its ShardWorker in a module global -------------------
 
@@ -92,6 +105,10 @@ def _process_nbytes(_: Any = None) -> int:
     return _WORKER.nbytes()
 
 
+def _process_peak_rss(_: Any = None) -> int:
+    return peak_rss()
+
+
 class _LocalShards:
     def __init__(self, parts: list[list[NetworkProbe]], chunk: int, device: str):
         self.workers = [ShardWorker(p, chunk, device) for p in parts]
@@ -101,6 +118,9 @@ class _LocalShards:
 
     def nbytes(self) -> list[int]:
         return [w.nbytes() for w in self.workers]
+
+    def peak_rss(self) -> list[int]:
+        return [peak_rss() for _ in self.workers]
 
     def close(self) -> None:
         self.workers = []
@@ -123,6 +143,9 @@ class _ProcessShards:
 
     def nbytes(self) -> list[int]:
         return [pool.submit(_process_nbytes).result() for pool in self.pools]
+
+    def peak_rss(self) -> list[int]:
+        return [pool.submit(_process_peak_rss).result() for pool in self.pools]
 
     def close(self) -> None:
         for pool in self.pools:
@@ -148,6 +171,9 @@ class _RayShards:
 
     def nbytes(self) -> list[int]:
         return self.executor.get([a.nbytes.remote() for a in self.actors])
+
+    def peak_rss(self) -> list[int]:
+        return self.executor.get([a.peak_rss.remote() for a in self.actors])
 
     def close(self) -> None:
         if self.actors and self.executor._ray.is_initialized():
@@ -228,6 +254,10 @@ class ShardedFitness:
     def nbytes(self) -> list[int]:
         """Bytes of terminals each shard holds."""
         return self._shards.nbytes()
+
+    def peak_rss(self) -> list[int]:
+        """Peak resident bytes of each process holding a shard (this one, for the serial executor)."""
+        return self._shards.peak_rss()
 
     def close(self) -> None:
         self._shards.close()
