@@ -189,7 +189,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
            carbon_intensity, pue, training_device_w, cpu_watts_per_core):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
-    from greenmachine.search.evolution import run_evolution
+    from greenmachine.search.proxy_gp import run_evolution
     from greenmachine.report import evolution_summary
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import load_space_truth, resolve_data_dir
@@ -587,6 +587,12 @@ def report(runs, out_path):
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(text)
     click.echo(text)
+
+
+# `greenmachine search` lives beside the search it drives (search/commands.py imports only click at module level)
+from greenmachine.search.commands import search as _search_command  # noqa: E402
+
+cli.add_command(_search_command)
 
 
 def main(argv: list[str] | None = None) -> None:

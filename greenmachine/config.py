@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -48,6 +49,9 @@ class EvolveConfig:
     init_min_depth: int = 2
     init_max_depth: int = 5
     hall_of_fame: int = 5
+    # trees whose fitness differs by at most this are equally good: the smaller is named best (proxy.json, hall of
+    # fame, history); 1e-6 lies below the Kendall tau quantum 2/(n(n-1)) of every sample up to 1,000 networks
+    parsimony_tolerance: float = 1e-6
     # put the baselines that the GP language expresses (synflow, snip, grad_norm, naswot, #conv params, MeCo on
     # ReLU inputs) in generation 0; off by default, so that what a run finds is found by evolution
     seed_classics: bool = False
@@ -81,6 +85,8 @@ class EvolveConfig:
                                     f"got {self.max_height}")
         if self.workers > MAX_WORKERS:
             raise GreenmachineError(f"workers must be at most {MAX_WORKERS}, got {self.workers}")
+        if not (math.isfinite(self.parsimony_tolerance) and 0.0 <= self.parsimony_tolerance <= 0.1):
+            raise GreenmachineError(f"parsimony_tolerance must lie in [0, 0.1], got {self.parsimony_tolerance}")
         if self.generations < 0 or self.elitism < 0:
             raise GreenmachineError("generations and elitism cannot be negative")
         if self.init_max_depth < self.init_min_depth or self.init_max_depth >= self.max_height:

@@ -10,7 +10,8 @@ from pathlib import Path
 from greenmachine.probing.cache import ProbeCache
 from greenmachine.proxies.comparison import compare, scatter_figure, write_summary
 from greenmachine.config import EvolveConfig
-from greenmachine.search.evolution import CHECKPOINT, run_evolution
+from greenmachine.search.engine import CHECKPOINT
+from greenmachine.search.proxy_gp import run_evolution
 from greenmachine.proxies.proxyfile import load_proxy
 from greenmachine.report import summary_path, write_score_summary
 from greenmachine.spaces.sampling import sample_indices

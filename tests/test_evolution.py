@@ -6,7 +6,7 @@ import pytest
 
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
-from greenmachine.search.evolution import run_evolution
+from greenmachine.search.proxy_gp import run_evolution
 from greenmachine.proxies.proxyfile import load_proxy
 
 TINY = EvolveConfig(sample_size=12, population=10, generations=3, batch_size=16, max_height=6, init_max_depth=4,
@@ -60,11 +60,11 @@ def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):
         run(tmp_path, "none", data_dir, tss_truth, cache, resume=True)
     check = tmp_path / "r" / "checkpoint.json"
     data = json.loads(check.read_text())
-    data["population"] = [["nonsense_token"], 0.1]
+    data["state"]["population"] = [["nonsense_token"], 0.1]
     check.write_text(json.dumps(data))
     with pytest.raises(GreenmachineError, match="damaged"):
         run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0), resume=True)
-    data["population"] = [[["__import__"], 0.1]]
+    data["state"]["population"] = [[["__import__"], 0.1]] * TINY.population
     check.write_text(json.dumps(data))
     with pytest.raises(GreenmachineError, match="unknown primitive"):
         run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0), resume=True)
@@ -73,9 +73,9 @@ def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):
 def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cache):
     res = run(tmp_path, "s", data_dir, tss_truth, cache, TINY.override(generations=0, population=6, seed_classics=True))
     check = json.loads((tmp_path / "s" / "checkpoint.json").read_text())
-    first = [" ".join(t) for t, _ in check["population"]]
+    first = [" ".join(t) for t, _ in check["state"]["population"]]
     assert "k_logdet_sum relu_kernel" in first
-    assert res.best_fitness >= max(f for _, f in check["population"]) - 1e-12
+    assert res.best_fitness >= max(f for _, f in check["state"]["population"]) - TINY.parsimony_tolerance
 
 
 @pytest.mark.slow  # minutes on a loaded 2-core machine: `make test-slow`
