@@ -93,10 +93,16 @@ def test_settings_carry_the_minibatch_digest_computed_once(tmp_path, monkeypatch
     datasets.images_digest.cache_clear()
 
 
-def test_without_a_digest_nothing_is_cached(tmp_path):
-    root = tmp_path / "cache"
-    probe_sample([(11, A11)], SETTINGS, DATA, groups=("synflow",), cache=ProbeCache(root))
-    assert not list(root.rglob("*.pt"))
+def test_without_a_digest_nothing_is_cached(pristine, tmp_path):
+    """Settings without images_digest and a cache without data_dir: other images could hit, so no entry is
+    written and none is read."""
+    root, _ = _copy(pristine, tmp_path)
+    before = sorted(root.rglob("*.pt"))
+    cache = ProbeCache(root)
+    assert cache.key(SETTINGS, 11, A11, "synflow") is None
+    assert cache.load(SETTINGS, 11, A11, "synflow") is None  # the entry made with the digest is not used
+    cache.save(SETTINGS, pristine[1], "synflow")
+    assert sorted(root.rglob("*.pt")) == before
 
 
 def _entry(root, group):
@@ -157,6 +163,16 @@ def test_damaged_entries_are_misses(pristine, tmp_path, damage):
     assert cache.load(SETTINGS, 11, A11, group) is not None
     fn(obj, path)
     assert cache.load(SETTINGS, 11, A11, group) is None
+
+
+def test_a_folder_planted_under_an_entry_name_is_never_a_permanent_failure(pristine, tmp_path):
+    root, cache = _copy(pristine, tmp_path)
+    path, _ = _entry(root, "spectrum")
+    path.unlink()
+    path.mkdir()
+    assert cache.load(SETTINGS, 11, A11, "spectrum") is None
+    (probe,) = probe_sample([(11, A11)], SETTINGS, DATA, groups=("spectrum",), cache=cache)
+    assert all(torch.equal(a, b) for a, b in zip(probe.tensors["corr_eig"], pristine[1].tensors["corr_eig"]))
 
 
 @pytest.mark.parametrize("damage", ["nan", "terminal-missing"])

@@ -110,6 +110,8 @@ class ProbeCache:
         if not valid_pass(tensors, group, settings.batch_size):
             return  # it would be a miss on load anyway
         path = self._path(key, settings, group)
+        if path.is_dir():  # something planted under the entry's name: leave it, probing goes on uncached
+            return
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
