@@ -64,5 +64,17 @@ reproduce: $(addprefix reproduce-,$(SETTINGS)) table
 table: install
 	$(GM) report $(wildcard $(addprefix runs/,$(SETTINGS))) --out results/reproduction.md
 
+# The energy surrogate (README "Energy surrogate"): fit on 80% of the 5-vertex EC-NAS cells (held-out figures and
+# scatter), fit on the whole 7-vertex set and predict the 5-vertex cells (transfer), and the learning curve.
+ECNAS := $(GREENMACHINE_DATA)/ecnas
+.PHONY: surrogate
+surrogate: install
+	$(GM) energy fit --data $(ECNAS)/ecnas_5V9E_4epochs_measured.csv --seed 0 --out results/surrogate/model_5v.json \
+	    --scatter results/surrogate/scatter_5v_heldout.png
+	$(GM) energy fit --data $(ECNAS)/surrogate_7V_train_energy.csv --seed 0 --holdout 0 --out results/surrogate/model_7v.json
+	$(GM) energy predict --model results/surrogate/model_7v.json --cells $(ECNAS)/ecnas_5V9E_4epochs_measured.csv \
+	    --out results/surrogate/pred_7v_on_5v.csv --scatter results/surrogate/scatter_7v_on_5v.png
+	$(GM) energy curve --data $(ECNAS)/ecnas_5V9E_4epochs_measured.csv --seed 0 --repeats 3 --out results/surrogate/curve_5v
+
 clean:
 	rm -rf runs results .pytest_cache

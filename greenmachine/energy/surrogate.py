@@ -509,6 +509,7 @@ def scatter_png(path: str | Path, predicted: np.ndarray, measured: np.ndarray, t
     ax.set_xscale("log")
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):  # plain numbers, major ticks only: log minor labels overlap
+        axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("measured energy (Wh, 4 epochs)")
