@@ -471,13 +471,17 @@ def energy_predict(model_path, cells_path, out_path, scatter_path):
 @click.option("--holdout", type=float, default=0.2, show_default=True)
 def energy_curve(data_path, out_prefix, sizes, kinds, repeats, seed, holdout):
     """Learning curve: held-out Kendall tau and MAE against the number of training cells (CSV and PNG)."""
-    from greenmachine.energy.surrogate import curve_png, grouped_split, learning_curve, read_cells_csv, write_curve_csv
+    from greenmachine.energy.surrogate import (KINDS, curve_png, grouped_split, learning_curve, read_cells_csv,
+                                               write_curve_csv)
     from greenmachine.files import check_writable_file
 
     csv_path, png_path = Path(out_prefix + ".csv"), Path(out_prefix + ".png")
     check_writable_file(csv_path)
-    if repeats < 1:
-        raise GreenmachineError(f"--repeats must be at least 1, got {repeats}")
+    if not 1 <= repeats <= 99:
+        raise GreenmachineError(f"--repeats must be between 1 and 99, got {repeats}")
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    if not kind_list or any(k not in KINDS for k in kind_list):
+        raise GreenmachineError(f"--kinds must name some of {', '.join(KINDS)}, got {kinds!r}")
     table = read_cells_csv(data_path, need_energy=True)
     n_train = len(grouped_split(table.hashes, holdout, seed)[0])
     try:
@@ -485,7 +489,7 @@ def energy_curve(data_path, out_prefix, sizes, kinds, repeats, seed, holdout):
     except ValueError:
         raise GreenmachineError(f"--sizes must be integers or 'all', got {sizes!r}") from None
     rows = []
-    for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
+    for kind in kind_list:
         rows += learning_curve(table, kind, size_list, seed=seed, holdout=holdout, repeats=repeats,
                                log=lambda msg: click.echo(msg, err=True))
     write_curve_csv(csv_path, rows)

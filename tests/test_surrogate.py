@@ -178,6 +178,8 @@ def _malformed(tmp_path, what):
         rows[1]["module_hash"] = "0" * 32
     elif what == "wrong params":
         rows[1]["trainable_params"] = "12"
+    elif what == "non-numeric params":
+        rows[1]["trainable_params"] = "many"
     return _write(tmp_path / "bad.csv", columns, rows)
 
 
@@ -188,6 +190,7 @@ def _malformed(tmp_path, what):
     ("non-numeric energy", "line 6: energy_kwh_4ep 'lots' is not a number"),
     ("wrong hash", "line 3: module_hash 0000"),
     ("wrong params", "line 3: trainable_params 12 differs"),
+    ("non-numeric params", "line 3: trainable_params 'many' is not a number"),
 ])
 @pytest.mark.parametrize("command", ["fit", "predict"])
 def test_malformed_cells_csv_is_one_line_and_exit_2(what, message, command, tmp_path, capsys, gbr_model):
@@ -268,3 +271,27 @@ def test_curve_writes_csv_and_png(small_csv, tmp_path, capsys):
     assert (tmp_path / "curve.png").stat().st_size > 1000
     code, _, err = gm(capsys, "energy", "curve", "--data", small_csv, "--out", prefix, "--sizes", "5000")
     assert code == 2 and "training size 5000" in err
+
+
+def test_float_spelling_of_params_is_accepted(tmp_path):
+    columns, rows = _rows(CSV5, 3)
+    rows[0]["trainable_params"] += ".0"
+    table = read_cells_csv(_write(tmp_path / "f.csv", columns, rows), need_energy=True)
+    assert len(table.cells) == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["fit", "--kinds", ","], "--kinds names no model kind"),
+    (["fit", "--kinds", "svm"], "unknown surrogate kind 'svm'"),
+    (["fit", "--seed", "-1"], "--seed must be between 0 and"),
+    (["fit", "--holdout", "1.5"], "--holdout must be in [0, 1)"),
+    (["fit", "--holdout", "0", "--scatter", "{tmp}/s.png"], "--holdout 0 leaves none"),
+    (["curve", "--kinds", "gbr,svm"], "--kinds must name some of mlp, gbr"),
+    (["curve", "--repeats", "0"], "--repeats must be between 1 and 99"),
+    (["curve", "--sizes", "10,lots"], "--sizes must be integers or 'all'"),
+])
+def test_bad_options_are_one_line_and_exit_2(args, message, small_csv, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path) for a in args]
+    out = ["--out", tmp_path / ("m.json" if args[0] == "fit" else "curve")]
+    code, _, err = gm(capsys, "energy", *args, "--data", small_csv, *out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err

@@ -157,7 +157,11 @@ def read_cells_csv(path: str | Path, need_energy: bool) -> CellTable:
         params = (row.get("trainable_params") or "").strip()
         if params:
             expected = network_cost(cell).params
-            if params != str(expected):
+            try:
+                given_params = float(params)
+            except ValueError:
+                raise GreenmachineError(f"{where}: trainable_params {params[:20]!r} is not a number") from None
+            if given_params != expected:
                 raise GreenmachineError(f"{where}: trainable_params {params[:20]} differs from the NAS-Bench-101 "
                                         f"CIFAR-10 network of this cell ({expected}); the surrogate models that network")
         if energy_col is not None and (need_energy or row.get(energy_col, "").strip()):
@@ -396,6 +400,14 @@ def grouped_split(hashes: Sequence[str], fraction: float, seed: int) -> tuple[np
     return np.nonzero(~mask)[0], np.nonzero(mask)[0]
 
 
+MAX_SEED = 2**32 - 1 - 100_000  # scikit-learn's random_state limit, less the offsets of inner splits and curve subsets
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise GreenmachineError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
 @dataclass
 class FitResult:
     model: EnergySurrogate
@@ -417,6 +429,9 @@ def fit_surrogate(table: CellTable, seed: int = 0, holdout: float = 0.2, kinds: 
     if not 0 <= holdout < 1:
         raise GreenmachineError(f"--holdout must be in [0, 1), got {holdout}")
     kinds = list(dict.fromkeys(kinds))
+    if not kinds:
+        raise GreenmachineError(f"--kinds names no model kind (expected some of {', '.join(KINDS)})")
+    _check_seed(seed)
     for k in kinds:
         if k not in KINDS:
             raise GreenmachineError(f"unknown surrogate kind {k!r} (expected one of {', '.join(KINDS)})")
@@ -464,6 +479,9 @@ def learning_curve(table: CellTable, kind: str, sizes: Sequence[int], seed: int 
         raise GreenmachineError(f"{table.path}: no measured energy")
     if kind not in KINDS:
         raise GreenmachineError(f"unknown surrogate kind {kind!r} (expected one of {', '.join(KINDS)})")
+    _check_seed(seed)
+    if not 1 <= repeats <= 99:
+        raise GreenmachineError(f"--repeats must be between 1 and 99, got {repeats}")
     X = features(table.cells)
     y = np.log(table.energy)
     train, test = grouped_split(table.hashes, holdout, seed)
