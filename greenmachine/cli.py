@@ -509,11 +509,10 @@ def energy_report(runs, json_out):
 
     from greenmachine.files import write_text_atomic
     from greenmachine.report import energy_report_table, find_energy_blocks
-    from greenmachine.ui import out_console
 
     found = find_energy_blocks([Path(r) for r in runs])
     table, total = energy_report_table(found)
-    out_console.print(table)
+    click.echo(table, nl=False)
     click.echo(f"runs={len(found)} joules={total['joules']:.1f} kwh={total['kwh']:.6g} co2eq_g={total['co2eq_g']:.4g} "
                f"estimated={str(total['estimated']).lower()}")
     if json_out:

@@ -141,29 +141,34 @@ def find_energy_blocks(paths: list[Path]) -> list[tuple[Path, str, dict]]:
     return found
 
 
-def energy_report_table(found: list[tuple[Path, str, dict]]) -> tuple[Table, dict]:
+def energy_report_table(found: list[tuple[Path, str, dict]]) -> tuple[str, dict]:
     """One row per energy block (what each command spent, split into probing and the rest: GP, scoring, tree
-    evaluation, loading), and a total row. Estimated figures are marked ``*``."""
-    table = Table(title="greenmachine energy report")
-    for col, just in (("file", "left"), ("command", "left"), ("source", "left"), ("networks", "right"),
-                      ("probing", "right"), ("GP, scoring, other", "right"), ("total", "right"),
-                      ("gCO2eq", "right"), ("training them", "right"), ("ratio", "right")):
-        table.add_column(col, justify=just)
+    evaluation, loading), and a total row, as plain aligned text: a results table must not be cut or folded to
+    the width of a terminal, nor change when piped. Estimated figures are marked ``*``."""
+    header = ["file", "command", "source", "networks", "probing", "other", "total", "gCO2eq", "training them", "ratio"]
+    rows = []
     for _, name, b in found:
         mark = "*" if b.get("estimated", True) else ""
-        table.add_row(name, str(b.get("command", "?")), f"{b.get('source', '?')}{mark}", f"{b.get('networks', 0):,}",
-                      format_joules(float(b.get("probing_j") or 0.0)), format_joules(float(b.get("other_j") or 0.0)),
-                      format_joules(float(b["joules"])), f"{float(b.get('co2eq_g') or 0.0):.4g}", _avoided(b.get("training_kwh_avoided")),
-                      _ratio(b.get("training_kwh_avoided"), float(b["joules"])))
+        rows.append([name, str(b.get("command", "?")), f"{b.get('source', '?')}{mark}", f"{b.get('networks', 0):,}",
+                     format_joules(float(b.get("probing_j") or 0.0)), format_joules(float(b.get("other_j") or 0.0)),
+                     format_joules(float(b["joules"])), f"{float(b.get('co2eq_g') or 0.0):.3g}",
+                     _avoided(b.get("training_kwh_avoided")), _ratio(b.get("training_kwh_avoided"), float(b["joules"]))])
     total = sum_blocks([b for _, _, b in found])
-    table.add_row("total", "", "+".join(total["sources"]) + ("*" if total["estimated"] else ""),
-                  f"{total['networks']:,}", format_joules(total["probing_j"]), format_joules(total["other_j"]),
-                  format_joules(total["joules"]), f"{total['co2eq_g']:.4g}",
-                  _avoided(total["training_kwh_avoided"]), _ratio(total["training_kwh_avoided"], total["joules"]),
-                  style="bold")
+    rows.append(["total", "", "+".join(total["sources"]) + ("*" if total["estimated"] else ""),
+                 f"{total['networks']:,}", format_joules(total["probing_j"]), format_joules(total["other_j"]),
+                 format_joules(total["joules"]), f"{total['co2eq_g']:.3g}",
+                 _avoided(total["training_kwh_avoided"]), _ratio(total["training_kwh_avoided"], total["joules"])])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows[:-1]),
+           "  ".join("-" * w for w in widths), line(rows[-1]), "",
+           "other = GP, tree evaluation, scoring, loading (everything outside the probing windows)"]
     if total["estimated"]:
-        table.caption = "* estimated: CPU time x watts per core (no NVML or RAPL counter was readable)"
-    return table, total
+        out.append("* estimated: CPU time x watts per core (no NVML or RAPL counter was readable)")
+    return "\n".join(out) + "\n", total
 
 
 def _avoided(k) -> str:
