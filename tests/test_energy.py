@@ -319,6 +319,15 @@ def test_every_summary_json_has_the_energy_block(runs, capsys, tss_truth):
     assert total["total"]["joules"] == pytest.approx(sum(b["joules"] for b in blocks))
     assert "total" in out and "runs=3" in out
 
+    # a resumed evolution is one run: its block adds the earlier part's joules (kept in the engine's checkpoint)
+    first = proxy["energy"]
+    out = gm(capsys, "evolve", "--space", "tss", "--dataset", "cifar10", *TINY[:-3], "--generations", "2",
+             "--batch-size", "16", "--quiet", "--out", root / "evo", "--resume")
+    block = json.loads((root / "evo" / "proxy.json").read_text())["energy"]
+    assert block["parts"] == 2 and "over 2 parts" in out
+    assert 0 < block["earlier_parts_j"] <= first["joules"] and block["joules"] > block["earlier_parts_j"]
+    assert block["networks_from_cache"] == 10 and block["networks_probed"] == 0
+
 
 def test_energy_report_of_a_folder_without_blocks_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
