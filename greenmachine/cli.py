@@ -381,6 +381,18 @@ def energy() -> None:
     """Energy: what runs spent, and the EC-NAS training-energy surrogate."""
 
 
+def _distinct_paths(*named) -> None:
+    """Refuse an output that would overwrite an input or another output of the same command (before any work)."""
+    seen: dict[Path, str] = {}
+    for name, path in named:
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise GreenmachineError(f"{name} and {seen[key]} are the same file ({path})")
+        seen[key] = name
+
+
 @energy.command("fit")
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), required=True,
               help="CELLS.csv with measured energy: an EC-NAS measured file or the 7-vertex surrogate set.")
@@ -401,6 +413,8 @@ def energy_fit(data_path, out_path, seed, holdout, kinds, scatter_path):
     from greenmachine.files import check_writable_file, write_text_atomic
 
     out = check_writable_file(out_path)
+    _distinct_paths(("--data", data_path), ("--out", out_path), ("the metrics file", out.with_name(out.stem + ".metrics.json")),
+                    ("--scatter", scatter_path))
     if scatter_path:
         check_writable_file(scatter_path, "--scatter")
         if holdout == 0:
@@ -440,6 +454,7 @@ def energy_predict(model_path, cells_path, out_path, scatter_path):
     from greenmachine.files import check_writable_file
 
     check_writable_file(out_path)
+    _distinct_paths(("--model", model_path), ("--cells", cells_path), ("--out", out_path), ("--scatter", scatter_path))
     if scatter_path:
         check_writable_file(scatter_path, "--scatter")
     model = load_model(model_path)
@@ -477,6 +492,7 @@ def energy_curve(data_path, out_prefix, sizes, kinds, repeats, seed, holdout):
 
     csv_path, png_path = Path(out_prefix + ".csv"), Path(out_prefix + ".png")
     check_writable_file(csv_path)
+    _distinct_paths(("--data", data_path), ("the curve CSV", csv_path), ("the curve PNG", png_path))
     if not 1 <= repeats <= 99:
         raise GreenmachineError(f"--repeats must be between 1 and 99, got {repeats}")
     kind_list = [k.strip() for k in kinds.split(",") if k.strip()]

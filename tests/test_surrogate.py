@@ -280,6 +280,18 @@ def test_float_spelling_of_params_is_accepted(tmp_path):
     assert len(table.cells) == 3
 
 
+def test_outputs_never_overwrite_inputs(small_csv, gbr_model, tmp_path, capsys):
+    before = small_csv.read_bytes()
+    code, _, err = gm(capsys, "energy", "fit", "--data", small_csv, "--out", small_csv)
+    assert code == 2 and "--out and --data are the same file" in err
+    code, _, err = gm(capsys, "energy", "predict", "--model", gbr_model, "--cells", small_csv, "--out", gbr_model)
+    assert code == 2 and "--out and --model are the same file" in err
+    code, _, err = gm(capsys, "energy", "fit", "--data", small_csv, "--out", tmp_path / "m.json",
+                      "--scatter", tmp_path / "m.json")
+    assert code == 2 and "are the same file" in err
+    assert small_csv.read_bytes() == before and json.loads(gbr_model.read_text())["format"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["fit", "--kinds", ","], "--kinds names no model kind"),
     (["fit", "--kinds", "svm"], "unknown surrogate kind 'svm'"),

@@ -33,6 +33,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -73,7 +74,13 @@ def _depth(m: np.ndarray) -> int:
 
 
 def cell_features(cell: Cell) -> np.ndarray:
-    """The surrogate's feature vector of one cell (names in :data:`FEATURE_NAMES`)."""
+    """The surrogate's feature vector of one cell (names in :data:`FEATURE_NAMES`); a fresh array."""
+    return _cell_features(cell).copy()
+
+
+@lru_cache(maxsize=1 << 16)
+def _cell_features(cell: Cell) -> np.ndarray:
+    """Cached per cell (cells are frozen and hashable): a search asks for the same cells again and again."""
     cell = cell.pruned()
     m = cell.array()
     n = cell.num_vertices
@@ -84,14 +91,16 @@ def cell_features(cell: Cell) -> np.ndarray:
         int(m[0, 1:].sum()), int(m[1:n - 1, n - 1].sum()),
         *(sum(op == name for op in cell.ops) for name in OPS),
     ]
-    return np.concatenate([encode(cell), np.asarray(extra, dtype=np.float64)])
+    x = np.concatenate([encode(cell), np.asarray(extra, dtype=np.float64)])
+    x.setflags(write=False)
+    return x
 
 
 def features(cells: Sequence[Cell]) -> np.ndarray:
     """Feature matrix, one row per cell."""
     if not cells:
         return np.zeros((0, len(FEATURE_NAMES)))
-    return np.vstack([cell_features(c) for c in cells])
+    return np.vstack([_cell_features(c) for c in cells])
 
 
 # ----------------------------------------------------------------------------------------------------- CELLS.csv
