@@ -307,3 +307,15 @@ def test_bad_options_are_one_line_and_exit_2(args, message, small_csv, tmp_path,
     out = ["--out", tmp_path / ("m.json" if args[0] == "fit" else "curve")]
     code, _, err = gm(capsys, "energy", *args, "--data", small_csv, *out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_predicts_the_cells_of_the_ecnas_space(gbr_model, small_csv):
+    """The interface a search cost uses: the space's cell of a module hash, then predict_cells (kWh)."""
+    from greenmachine.spaces import get_space
+
+    table = read_cells_csv(small_csv, need_energy=False)
+    space = get_space("ecnas-5v")
+    model = load_model(gbr_model)
+    from_space = model.predict_cells([space.cell(h) for h in table.hashes[:25]])
+    assert np.array_equal(from_space, model.predict_cells(table.cells[:25]))
+    assert from_space.shape == (25,) and np.all((from_space > 1e-3) & (from_space < 0.1))  # 1-100 Wh
