@@ -312,6 +312,8 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
 
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     names = check_proxy_names([p.strip() for p in proxies.split(",") if p.strip()] if proxies else DEFAULT_PROXIES)
+    if not names and not includes:
+        raise GreenmachineError(f"--proxies {proxies!r} names no proxy (and no --include was given)")
     evolved = {}
     for path in includes:
         p = Path(path)

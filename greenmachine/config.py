@@ -20,6 +20,8 @@ from greenmachine.spaces import get_space
 SEED_MAX = 2**32 - 1  # seeds are 0..2**32-1: numpy's and torch's generators refuse negatives, torch overflows
 MAX_TREE_HEIGHT = 17  # Koza's and DEAP's usual bloat limit; trees in proxy files are held to it as well
 MAX_WORKERS = 256  # probing processes
+MAX_POPULATION = 100_000  # trees held at once; beyond it a run dies of memory, not of a message
+MAX_GENERATIONS = 100_000  # history, checkpoint and log grow with every generation
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes
 
 
@@ -85,6 +87,10 @@ class EvolveConfig:
                                     f"got {self.max_height}")
         if self.workers > MAX_WORKERS:
             raise GreenmachineError(f"workers must be at most {MAX_WORKERS}, got {self.workers}")
+        if self.population > MAX_POPULATION:
+            raise GreenmachineError(f"population must be at most {MAX_POPULATION}, got {self.population}")
+        if self.generations > MAX_GENERATIONS:
+            raise GreenmachineError(f"generations must be at most {MAX_GENERATIONS}, got {self.generations}")
         if not (math.isfinite(self.parsimony_tolerance) and 0.0 <= self.parsimony_tolerance <= 0.1):
             raise GreenmachineError(f"parsimony_tolerance must lie in [0, 0.1], got {self.parsimony_tolerance}")
         if self.generations < 0 or self.elitism < 0:

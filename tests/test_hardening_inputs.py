@@ -222,3 +222,27 @@ def test_a_single_architecture_says_tau_needs_two(tmp_path, capsys, env, command
     assert "nan" not in out
     code, out, err = gm(capsys, *args, "--sample-size", "1", "--quiet")
     assert_user_error(code, err, "at least 2")
+
+
+@pytest.mark.parametrize("field,value,message", [("population", 100_001, "at most 100000"),
+                                                  ("generations", 100_001, "at most 100000")])
+def test_config_sizes_beyond_the_documented_maximum(field, value, message):
+    """A population of 10**30 died of MemoryError as an internal error; 10**30 generations grew the history
+    without bound. Both are refused by validate(), which evolve and reproduce call before any work."""
+    from greenmachine.config import EvolveConfig
+    from greenmachine.errors import GreenmachineError
+
+    with pytest.raises(GreenmachineError, match=message):
+        EvolveConfig(**{field: value}).validate()
+    EvolveConfig(**{field: value - 1}).validate()
+
+
+def test_proxies_naming_nothing_is_refused(tmp_path, capsys, env):
+    code, out, err = gm(capsys, "baselines", "--proxies", ",", "--archs", "3,17", "--batch-size", "8", "--quiet")
+    assert_user_error(code, err, "names no proxy")
+
+
+def test_a_boolean_format_version_is_not_version_1(tmp_path, capsys, env):
+    proxy = proxy_file(tmp_path, format_version=True)
+    code, _, err = gm(capsys, "score", proxy, "--archs", "3,17", "--quiet")
+    assert_user_error(code, err, "format version")

@@ -117,7 +117,7 @@ def save_proxy(proxy: Proxy, path: str | Path) -> None:
 def proxy_from_json(data: Any, origin: str) -> Proxy:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise GreenmachineError(f"{origin} is not a greenmachine proxy file (no \"format\": \"{FORMAT}\")")
-    if data.get("format_version") != FORMAT_VERSION:
+    if type(data.get("format_version")) is not int or data.get("format_version") != FORMAT_VERSION:
         raise GreenmachineError(f"{origin} has proxy format version {data.get('format_version')!r}; expected {FORMAT_VERSION}")
     tokens = data.get("tokens")
     expression = data.get("expression")
