@@ -64,6 +64,15 @@ reproduce: $(addprefix reproduce-,$(SETTINGS)) table
 table: install
 	$(GM) report $(wildcard $(addprefix runs/,$(SETTINGS))) --out results/reproduction.md
 
+# The search benchmark of the README ("Search"): TSS / CIFAR-10, cost = training energy, budget 1000, seeds 0-4, for
+# the oracle, random search, #params, synflow, NASWOT and the README's evolved proxy (configs/readme-proxy.json);
+# each row is one `greenmachine search ... --seeds 0-4` into runs/search-table/<row> (a stopped row resumes).
+# ONLY=oracle,params picks rows; results/search-table.md is rebuilt from whatever rows have run.
+.PHONY: search-table
+search-table: install
+	$(BIN)/python -m greenmachine.search.table --runs runs/search-table --out results/search-table.md \
+	    $(if $(ONLY),--only $(ONLY))
+
 # The energy surrogate (README "Energy surrogate"): fit on 80% of the 5-vertex EC-NAS cells (held-out figures and
 # scatter), fit on the whole 7-vertex set and predict the 5-vertex cells (transfer), and the learning curve.
 ECNAS := $(GREENMACHINE_DATA)/ecnas

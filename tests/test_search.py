@@ -238,3 +238,19 @@ def test_random_is_reproducible_and_uses_the_random_module_only(tmp_path):
     b = run_search(config(budget=40), truth, tmp_path, tmp_path / "b", space_ops=FakeSpace())
     assert (tmp_path / "a" / "evaluated.csv").read_text() == (tmp_path / "b" / "evaluated.csv").read_text()
     assert a.summary["hv_ratio"] == b.summary["hv_ratio"]
+
+
+def test_search_table_markdown(tmp_path):
+    """make search-table's markdown: one line per row that has run, mean ± std, rows from --also marked."""
+    from greenmachine.search.table import ROWS, table
+
+    truth = fake_truth()
+    here = run_seeds(config(budget=16), [0, 1], truth, tmp_path, tmp_path / "runs" / "oracle", space_ops=FakeSpace())
+    run_seeds(config(budget=16, algorithm="random"), [0, 1], truth, tmp_path, tmp_path / "gpu" / "random",
+              space_ops=FakeSpace())
+    text = table(tmp_path / "runs", ROWS, 16, "0-1", also=tmp_path / "gpu", also_note="elsewhere")
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 2  # header, rule, oracle, random
+    assert f"{here['mean']['hv_ratio']:.3f} ± {here['std']['hv_ratio']:.3f}" in lines[2]
+    assert lines[3].startswith("| random search") and "†" in lines[3] and "† measured in" in text
+    assert "#params" not in text  # rows that have not run are left out, never filled in

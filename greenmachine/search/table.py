@@ -58,41 +58,45 @@ def _pm(mean, std, fmt="{:.3f}") -> str:
     return fmt.format(mean) + (" ± " + fmt.format(std) if std is not None else "")
 
 
-def table(runs: Path, rows=ROWS, budget: int = 1000, seeds: str = "0-4") -> str:
+def _summary(runs: Path, also: Path | None, row: Row) -> tuple[dict | None, bool]:
+    """A row's summary.json from ``runs``, else from ``also`` (rows measured elsewhere, marked in the table)."""
+    for base, elsewhere in ((runs, False), (also, True)):
+        if base is not None and (base / row.name / "summary.json").is_file():
+            return json.loads((base / row.name / "summary.json").read_text()), elsewhere
+    return None, False
+
+
+def table(runs: Path, rows=ROWS, budget: int = 1000, seeds: str = "0-4", also: Path | None = None,
+          also_note: str = "") -> str:
     lines = [
         "| objective | algorithm | hv_ratio (mean ± std) | knee accuracy (%) | knee training energy (kWh) | "
         "cost saved at knee | search energy | training the found front (kWh) | seeds | wall (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    notes = []
+    marked = False
+    ref = None
     for row in rows:
-        path = runs / row.name / "summary.json"
-        if not path.is_file():
+        s, elsewhere = _summary(runs, also, row)
+        if s is None:
             continue
-        s = json.loads(path.read_text())
+        ref = ref or s
+        marked = marked or elsewhere
         m, sd = s["mean"], s["std"]
         per = s["per_seed"]
         joules = [r.get("joules") for r in per if r.get("joules") is not None]
         blocks = s.get("energy") or []
         source = blocks[0].get("source") if blocks else None
-        est = " (estimated)" if blocks and blocks[0].get("estimated") else ""
-        energy = f"{sum(joules) / 1e3:.1f} kJ total{est}" if joules else "–"
-        if source:
-            energy += f", {source}"
+        est = bool(blocks and blocks[0].get("estimated"))
+        total = sum(joules)
+        energy = (f"{total / 1e3:.1f} kJ" if total >= 1e3 else f"{total:.1f} J") if joules else "–"
+        if joules and source:
+            energy += " (estimated: CPU time x W/core)" if est and source == "estimate" else f" ({source})"
         lines.append(
-            f"| {row.label} | {row.algorithm} | {_pm(m['hv_ratio'], sd['hv_ratio'])} | "
+            f"| {row.label}{' †' if elsewhere else ''} | {row.algorithm} | {_pm(m['hv_ratio'], sd['hv_ratio'])} | "
             f"{_pm(m['knee_accuracy'], sd['knee_accuracy'], '{:.2f}')} | {_pm(m['knee_cost'], sd['knee_cost'], '{:.4f}')} | "
             f"{_pm(m['cost_saved_at_knee_fraction'], None, '{:.0%}')} | {energy} | "
             f"{_pm(m['front_true_cost'], sd['front_true_cost'], '{:.2f}')} | {len(per)} | "
             f"{sum(r['seconds'] for r in per):.0f} |")
-        hv_true = s.get("hv_true")
-        notes.append(hv_true)
-    ref = None
-    for row in rows:
-        p = runs / row.name / "summary.json"
-        if p.is_file():
-            ref = json.loads(p.read_text())
-            break
     footer = ["", f"TSS / CIFAR-10, cost = training energy, budget {budget} distinct architectures, seeds {seeds}. "
                   "hv convention: maximise accuracy (%), minimise log10(training kWh); reference point = (median "
                   "accuracy of the space, worst log10 cost of the space)"
@@ -101,6 +105,8 @@ def table(runs: Path, rows=ROWS, budget: int = 1000, seeds: str = "0-4") -> str:
     footer.append("Rows: `python -m greenmachine.search.table` runs "
                   "`greenmachine search --space tss --dataset cifar10 --objective <objective> --cost train-energy "
                   f"--algorithm <algorithm> --budget {budget} --seeds {seeds} --out <runs>/<row>`.")
+    if marked:
+        footer.append(f"† measured in {also}" + (f": {also_note}" if also_note else "") + ".")
     return "\n".join(lines + footer) + "\n"
 
 
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--cost", default="train-energy")
     ap.add_argument("--table-only", action="store_true", help="rebuild the table from what has run")
+    ap.add_argument("--also", type=Path, default=None,
+                    help="another runs folder for rows missing from --runs (measured elsewhere; marked with †)")
+    ap.add_argument("--also-note", default="", help="what the † rows' machine was")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",")] if args.only else [r.name for r in ROWS]
     unknown = set(names) - {r.name for r in ROWS}
@@ -133,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             if res.returncode != 0:
                 return res.returncode
-            write_text_atomic(args.out, table(args.runs, ROWS, args.budget, args.seeds))
-    text = table(args.runs, ROWS, args.budget, args.seeds)
+            write_text_atomic(args.out, table(args.runs, ROWS, args.budget, args.seeds, args.also, args.also_note))
+    text = table(args.runs, ROWS, args.budget, args.seeds, args.also, args.also_note)
     write_text_atomic(args.out, text)
     print(text)
     return 0
