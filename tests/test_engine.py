@@ -147,3 +147,15 @@ def test_meter_joules_in_history(tmp_path, data_dir, tss_truth, cache):
     joules = [float(r["joules"]) for r in rows]
     assert joules == sorted(joules) and joules[0] > 0 and joules[-1] > joules[0]  # cumulative
     assert res.extra["joules"] >= joules[-1]
+
+
+def test_progress_lines_land_in_the_run_log(tmp_path, data_dir, tss_truth, cache):
+    """A run nobody watches (quiet, not a terminal) still records its progress in evolve.log, and the log is
+    detached from the reporter when the run ends."""
+    from greenmachine.ui import Reporter
+
+    reporter = Reporter(quiet=True, plain=True, every=1)
+    run_evolution(TINY, tss_truth, data_dir, tmp_path / "log", cache=cache, reporter=reporter)
+    text = (tmp_path / "log" / "evolve.log").read_text()
+    assert "evolving: 4/4" in text and "generation 3:" in text
+    assert reporter._logs == []

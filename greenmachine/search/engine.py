@@ -35,9 +35,10 @@ import random
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import atomic_open, write_text_atomic
@@ -332,6 +333,19 @@ def _random_state(value: Any, origin: str) -> tuple:
     return state
 
 
+@contextmanager
+def _logging_to(reporter: Reporter, log: logging.Logger) -> Iterator[None]:
+    """Progress lines land in the run's log too (for runs nobody watches), for the run's duration only."""
+    attach, detach = getattr(reporter, "attach_log", None), getattr(reporter, "detach_log", None)
+    if callable(attach):
+        attach(log)
+    try:
+        yield
+    finally:
+        if callable(detach):
+            detach(log)
+
+
 def run_problem(
     problem: Problem,
     out_dir: str | Path,
@@ -345,10 +359,7 @@ def run_problem(
     start = time.perf_counter()
     reporter = reporter or Reporter(quiet=True)
     fingerprint = problem.fingerprint()
-    with RunFolder(out_dir, resume, problem.log_name) as folder:
-        attach = getattr(reporter, "attach_log", None)
-        if callable(attach):  # plain progress lines land in the run's log too (non-terminal runs)
-            attach(folder.log)
+    with RunFolder(out_dir, resume, problem.log_name) as folder, _logging_to(reporter, folder.log):
         checkpoint = folder.read_checkpoint(problem.kind, fingerprint) if resume else None
         previous = checkpoint["totals"] if checkpoint else RunTotals(parts=0)
         totals = RunTotals(parts=previous.parts + 1)
