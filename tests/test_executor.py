@@ -126,6 +126,7 @@ def test_to_cpu_walks_containers():
     assert out["x"][0] is p and out["x"][0].tensors["weight"][0].device.type == "cpu"
 
 
+@pytest.mark.slow  # starts a local Ray (GCS, raylet, workers): many minutes on a loaded 2-core machine
 def test_probes_and_sharded_fitness_identical_on_every_executor(local_ray, tss_truth, data_dir, settings):
     """Probing through each executor gives the same tensors, on the CPU; fitness sharded over 1 or 2 shards
     (serial, forked processes, Ray actors) gives the same per-network scores and Kendall tau as the unsharded
@@ -166,6 +167,7 @@ def test_probes_and_sharded_fitness_identical_on_every_executor(local_ray, tss_t
     assert ray.is_initialized()  # the module's Ray was not shut down by an executor that did not start it
 
 
+@pytest.mark.slow  # starts a local Ray (GCS, raylet, workers): many minutes on a loaded 2-core machine
 def test_score_identical_on_every_executor(local_ray, tss_truth, data_dir, settings):
     tokens = _tokens("mul(log(w_mean_layers(w_std(synflow_grad))), a_sum_layers(e_min(corr_eig)))")
     results = []
