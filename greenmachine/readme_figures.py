@@ -494,6 +494,8 @@ def main(readme: str, steps: str, work: str, from_record: str | None, wait_idle:
             if run.returncode != 0 and name != "tests":
                 raise GreenmachineError(f"step {name} failed (exit {run.returncode}); its record is in "
                                         f"{work_dir / 'figures.json'}: {run.stderr_tail.strip().splitlines()[-1:]}")
+    # read again: a run takes hours, and the README may have been edited meanwhile (only the blocks are ours)
+    text = readme_path.read_text()
     new, done = rewrite_readme(text, record)
     if new != text:
         readme_path.write_text(new)
