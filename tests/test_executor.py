@@ -9,6 +9,7 @@ batch 16.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 
 import numpy as np
@@ -42,6 +43,7 @@ TREES = [
 def local_ray():
     """One local Ray for the whole module (start-up is slow), shut down after."""
     if not ray.is_initialized():
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silence a future-default notice
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -205,3 +207,52 @@ def test_cli_commands_take_executor_options():
         names = {o for p in command.params for o in p.opts}
         assert {"--executor", "--ray-address", "--workers"} <= names, command.name
     assert "executor" in inspect.signature(score_tokens).parameters
+
+
+TINY_EVOLVE = dict(sample_size=8, population=8, generations=2, batch_size=16, max_height=6, init_max_depth=4,
+                   strata=4, seed=5)
+
+
+def _strip(history):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.slow  # starts a local Ray (GCS, raylet, workers): many minutes on a loaded 2-core machine
+def test_evolve_and_search_identical_on_every_executor(local_ray, tmp_path, tss_truth, data_dir, cache, monkeypatch):
+    """The same seed and config give the same best tree, hall of fame and history with the serial, process and Ray
+    executors (the process one made from the config: executor = "process", workers = 2), and a search scored by the
+    evolved proxy evaluates the same architectures to the same front."""
+    from greenmachine.config import EvolveConfig
+    from greenmachine.search.architecture import SearchConfig, run_search
+    from greenmachine.search import proxy_gp
+    from greenmachine.search.proxy_gp import run_evolution
+
+    monkeypatch.setattr(proxy_gp, "EVAL_CHUNK", 4)  # two chunks of the 8 networks: two shards with two workers
+    base = EvolveConfig(**TINY_EVOLVE)
+    runs = {}
+    ray_ex = RayExecutor()
+    try:
+        runs["serial"] = run_evolution(base, tss_truth, data_dir, tmp_path / "serial", cache=cache)
+        runs["process"] = run_evolution(base.override(executor="process", workers=2), tss_truth, data_dir,
+                                        tmp_path / "process", cache=cache)
+        runs["ray"] = run_evolution(base, tss_truth, data_dir, tmp_path / "ray", cache=cache, executor=ray_ex)
+    finally:
+        ray_ex.close()
+    ref = runs["serial"]
+    assert ref.evaluations > 0
+    for name, r in runs.items():
+        assert (r.best_tokens, r.best_fitness) == (ref.best_tokens, ref.best_fitness), name
+        assert r.hall_of_fame == ref.hall_of_fame and _strip(r.history) == _strip(ref.history), name
+    assert "2 shard(s)" in (tmp_path / "process" / "evolve.log").read_text()
+
+    proxy = tmp_path / "serial" / "proxy.json"
+    config = SearchConfig(objective=str(proxy), cost="params", budget=8, population=4, seed=1)
+    fronts = []
+    for ex in (SerialExecutor(), ProcessExecutor(2), RayExecutor(2)):
+        try:
+            res = run_search(config, tss_truth, data_dir, tmp_path / f"search-{ex.kind}", cache=ProbeCache(None),
+                             executor=ex)
+        finally:
+            ex.close()
+        fronts.append((tmp_path / f"search-{ex.kind}" / "evaluated.csv").read_text())
+    assert fronts[0].count("\n") >= 8 and fronts[1] == fronts[0] and fronts[2] == fronts[0]
