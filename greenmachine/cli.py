@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import contextlib
 import inspect
 import os
 import sys
@@ -87,6 +88,41 @@ def _energy_options(f):
     f = click.option("--carbon-intensity", type=float, default=None,
                      help="Grid carbon intensity in gCO2eq/kWh (default 475: world average, IEA 2019).")(f)
     return f
+
+
+def _executor_options(f, workers: bool = True):
+    """--executor, --ray-address (and --workers): where probing, fitness evaluation and scoring run (executor.py)."""
+    f = click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="Join this Ray cluster (auto: the one `ray start --head` made on this node; HOST:PORT); "
+                          "default with --executor ray: start a local Ray instance sized to this machine.")(f)
+    f = click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default=None,
+                     help="serial (one process), process (a local pool of --workers) or ray (tasks and fitness "
+                          "shards on Ray); default serial for one worker, process for more.")(f)
+    if workers:
+        f = click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+                         help="Processes (--executor process) or Ray tasks in flight (with ray, 1 = every CPU of "
+                              "the cluster).")(f)
+    return f
+
+
+@contextlib.contextmanager
+def pool_closed(pool):
+    """Close an executor (a process pool, a Ray instance this command started) however the command ends."""
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _executor(kind, workers, ray_address, device):
+    """The executor of a command, made before any work so that a missing Ray or a dead address fails at once."""
+    from greenmachine.executor import make_executor
+
+    return make_executor(workers or 1, kind, ray_address or None, device or "cpu")
+
+
+def _executor_options_no_workers(f):
+    return _executor_options(f, workers=False)
 
 
 def _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core):
@@ -176,17 +212,19 @@ def cli() -> None:
 @click.option("--generations", type=int, default=None)
 @click.option("--seed", type=SEED, default=None)
 @click.option("--batch-size", type=int, default=None, help="Images in the probe minibatch.")
-@click.option("--workers", type=int, default=None, help="Processes for probing (default 1).")
+@click.option("--workers", type=int, default=None,
+              help="Processes, or Ray tasks in flight, for probing and fitness shards (default 1; see --executor).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<space>-<dataset>-<seed>).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last generation.")
 @click.option("--seed-baselines/--no-seed-baselines", default=None,
               help="Put the baselines the GP language expresses (synflow, snip, grad_norm, naswot, ...) in generation 0.")
+@_executor_options_no_workers
 @_energy_options
 @_common
 def evolve(space, dataset, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
            out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet,
-           carbon_intensity, pue, training_device_w, cpu_watts_per_core):
+           carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None, ray_address=None):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
     from greenmachine.search.proxy_gp import run_evolution
@@ -197,7 +235,7 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     config = load_config(config_path, space=space).override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
-        seed_classics=seed_baselines,
+        seed_classics=seed_baselines, executor=executor, ray_address=ray_address,
     ).validate()
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     data = resolve_data_dir(data_dir)
@@ -207,13 +245,17 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     check_writable_dir(out, "--out")  # before probing, not after
     reporter = Reporter(quiet=quiet)
     meter = _meter(config.device, energy_settings)
-    with reporter.session():
-        truth = load_space_truth(data, config.space, reporter)
-        # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
-        metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
-        engine_j0 = meter.joules()
-        result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache, data), resume=resume,
-                               reporter=reporter, **metered)
+    pool = _executor(config.executor, config.workers, config.ray_address, config.device)
+    try:
+        with reporter.session():
+            truth = load_space_truth(data, config.space, reporter)
+            # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
+            metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
+            engine_j0 = meter.joules()
+            result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache, data), resume=resume,
+                                   reporter=reporter, executor=pool, **metered)
+    finally:
+        pool.close()
     energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result,
                                   meter.joules() - engine_j0, out / "proxy.json")
     out_console.print(evolution_summary(config, result, energy_block))
@@ -234,10 +276,12 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_executor_options
 @_energy_options
 @_common
 def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, device,
-          data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core):
+          data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core,
+          workers=1, executor=None, ray_address=None):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.proxyfile import load_proxy
@@ -255,7 +299,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     data = resolve_data_dir(data_dir)
     reporter = Reporter(quiet=quiet)
     meter = _meter(device, energy_settings)
-    with reporter.session():
+    pool = _executor(executor, workers, ray_address, device)
+    with pool_closed(pool), reporter.session():
         truth = load_space_truth(data, space, reporter)
         # indices of another space name other networks: nothing to exclude then
         exclude = proxy.sample_indices if exclude_evolution_sample and proxy.space in (None, space) else []
@@ -264,7 +309,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
                                   device, init_seed=proxy.probe.get("init_seed"), data_dir=data)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
-                              cache=_cache(cache_dir, no_cache, data),
+                              cache=_cache(cache_dir, no_cache, data), executor=pool,
                               reporter=reporter, meter=meter)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
@@ -297,11 +342,13 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="CSV of per-architecture scores; a .summary.json and a .png land beside it.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_executor_options
 @_energy_options
 @_common
 def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, includes, exclude_evolution_sample,
               batch_size, probe_seed, out_path, device, data_dir, cache_dir, no_cache, quiet,
-              carbon_intensity, pue, training_device_w, cpu_watts_per_core):
+              carbon_intensity, pue, training_device_w, cpu_watts_per_core, workers=1, executor=None,
+              ray_address=None):
     """Score the hand-designed proxies (and evolved ones) on the same architectures, images and seeds."""
     from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.comparison import DEFAULT_PROXIES, check_proxy_names, compare, scatter_figure, write_summary
@@ -327,14 +374,15 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     data = resolve_data_dir(data_dir)
     reporter = Reporter(quiet=quiet)
     meter = _meter(device, energy_settings)
-    with reporter.session():
+    pool = _executor(executor, workers, ray_address, device)
+    with pool_closed(pool), reporter.session():
         truth = load_space_truth(data, space, reporter)
         exclude = {i for p in evolved.values() if p.space == space for i in p.sample_indices} \
             if exclude_evolution_sample else set()
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, sorted(exclude))
         settings = probe_settings(space, dataset, batch_size, probe_seed, device, data_dir=data)
         result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
-                         cache=_cache(cache_dir, no_cache, data), reporter=reporter, meter=meter)
+                         cache=_cache(cache_dir, no_cache, data), reporter=reporter, meter=meter, executor=pool)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
                          "baselines", len(result.indices))

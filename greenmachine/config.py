@@ -61,6 +61,10 @@ class EvolveConfig:
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
+    # where probing and fitness run (greenmachine/executor.py): "auto" = serial for one worker, a process pool for
+    # more; "ray" = a local Ray instance, or the cluster at ray_address ("auto" joins `ray start --head`'s)
+    executor: str = "auto"
+    ray_address: str = ""
     # the held-out evaluation that `make` reproduction targets run after evolving
     eval_sample_size: int = 500
     eval_sampling: str = "random"
@@ -85,6 +89,10 @@ class EvolveConfig:
         if self.max_height > MAX_TREE_HEIGHT:
             raise GreenmachineError(f"max_height must be at most {MAX_TREE_HEIGHT} (the documented tree-height limit), "
                                     f"got {self.max_height}")
+        if self.executor not in ("auto", "serial", "process", "ray"):
+            raise GreenmachineError(f"executor must be one of serial, process, ray, not {self.executor!r}")
+        if self.ray_address and self.executor not in ("auto", "ray"):
+            raise GreenmachineError(f"ray_address needs executor = \"ray\", not {self.executor!r}")
         if self.workers > MAX_WORKERS:
             raise GreenmachineError(f"workers must be at most {MAX_WORKERS}, got {self.workers}")
         if self.population > MAX_POPULATION:
