@@ -93,6 +93,9 @@ def search(space, dataset, objective, cost, algorithm, budget, population, seed,
     data = resolve_data_dir(data_dir)
     out = Path(out_dir) if out_dir else _default_out(space, dataset, objective, cost, algorithm,
                                                      seeds or str(seed_list[0]))
+    from greenmachine.files import check_writable_dir
+
+    check_writable_dir(out, "--out")  # before the costs over the whole space and any probing, not after
     root = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
     try:  # the cache keys entries on the digest of the images in this data folder
         cache = ProbeCache(root, data_dir=data)
