@@ -122,23 +122,44 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Forks the command from a bare interpreter and reports its ``wait4`` rusage. Why not wait4 on our own child: Linux
+# records the old address space's high-water RSS at exec, and a child forked (or vforked) from this process starts
+# with ours, so its ru_maxrss would be at least our own peak. A child of this launcher starts from the launcher's few
+# MB (``-I -S``: no site packages), the floor of every figure. ru_maxrss covers the descendants the command waited
+# for (``make`` -> python), not the largest of them summed.
+_LAUNCHER = """\
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def run_measured(command: list[str], argv: list[str], cwd: Path, env: dict[str, str]) -> Measured:
-    """Run ``argv`` (``command`` is how the README writes it) and wait for it with ``wait4``: its rusage is that
-    process's peak RSS, including descendants it waited for (``make`` → python), not the largest child ever."""
+    """Run ``argv`` (``command`` is how the README writes it): its exit code, wall time and peak RSS (see above)."""
     load = load_average()
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out_path, err_path = cwd / ".figures-stdout", cwd / ".figures-stderr"
+    out_path, err_path, usage_path = cwd / ".figures-stdout", cwd / ".figures-stderr", cwd / ".figures-usage"
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCHER, str(usage_path), *argv], cwd=cwd,
+                       env=env or None, stdout=out, stderr=err, check=False)
     wall = time.perf_counter() - t0
     stdout, stderr = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-    out_path.unlink()
-    err_path.unlink()
-    return Measured(command, proc.returncode, round(wall, 1), round(usage.ru_maxrss / 1024**2, 2), stdout,
-                    stderr[-4000:], started, load)
+    try:
+        code, maxrss_kb = (int(x) for x in usage_path.read_text().split())
+    except (OSError, ValueError):
+        raise GreenmachineError(f"could not run {' '.join(argv)[:200]}: {stderr.strip()[-300:]}") from None
+    for path in (out_path, err_path, usage_path):
+        path.unlink()
+    return Measured(command, code, round(wall, 1), round(maxrss_kb / 1024**2, 2), stdout, stderr[-4000:], started,
+                    load)
 
 
 # --- parsing what the commands print --------------------------------------------------------------------------------
