@@ -70,17 +70,6 @@ class SerialExecutor:
         pass
 
 
-def process_context():
-    """``fork`` (workers inherit the driver's memory, nothing is pickled), except in a process where Ray is running:
-    forking a process whose Ray threads may hold locks can deadlock the child, so ``forkserver`` is used there."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
-        return multiprocessing.get_context("forkserver")
-    return multiprocessing.get_context("fork")
-
-
 def _init_worker() -> None:
     set_torch_threads(1)  # one core per worker: the pool, not torch, parallelises
 
@@ -92,7 +81,9 @@ class ProcessExecutor:
 
     def __init__(self, workers: int):
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_init_worker)
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker
+        )
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         return self._pool.map(fn, items)

@@ -49,6 +49,19 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every worker runs torch on one thread; the serial reference does too here. Float64 reductions (synflow's
+    convolutions) are split by thread count, so bitwise equality holds at equal threads per worker, as in a run
+    with GREENMACHINE_THREADS=1 (conftest gives the other tests two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def settings(data_dir):
     return probe_settings("tss", "cifar10", 16, 0, "cpu", data_dir=data_dir)
@@ -246,7 +259,7 @@ def test_evolve_and_search_identical_on_every_executor(local_ray, tmp_path, tss_
     assert "2 shard(s)" in (tmp_path / "process" / "evolve.log").read_text()
 
     proxy = tmp_path / "serial" / "proxy.json"
-    config = SearchConfig(objective=str(proxy), cost="params", budget=8, population=4, seed=1)
+    config = SearchConfig(objective=str(proxy), cost="train-energy", budget=8, population=4, seed=1)
     fronts = []
     for ex in (SerialExecutor(), ProcessExecutor(2), RayExecutor(2)):
         try:

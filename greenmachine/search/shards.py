@@ -22,12 +22,13 @@ so the same seed and config give the same fitness values, best tree and history 
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from greenmachine.executor import Executor, ProcessExecutor, RayExecutor, process_context, set_torch_threads
+from greenmachine.executor import Executor, ProcessExecutor, RayExecutor, set_torch_threads
 from greenmachine.probing.probe import NetworkProbe
 from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
 
@@ -89,32 +90,9 @@ def peak_rss() -> int:
 _WORKER: ShardWorker | None = None
 
 
-def _init_process_shard(probes: list[NetworkProbe] | bytes, chunk: int, device: str) -> None:
+def _init_process_shard(probes: list[NetworkProbe], chunk: int, device: str) -> None:
     global _WORKER
-    if isinstance(probes, bytes):
-        probes = _unpack(probes)
     _WORKER = ShardWorker(probes, chunk, device, threads=1)
-
-
-def _pack(probes: list[NetworkProbe]) -> bytes:
-    """Probes as one ``torch.save`` blob: a process that is not forked gets its shard as bytes (torch's own
-    pickling would pass every tensor as a file descriptor, and a shard has thousands)."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save([[p.index, p.arch, p.tensors, p.seconds] for p in probes], buf)
-    return buf.getvalue()
-
-
-def _unpack(blob: bytes) -> list[NetworkProbe]:
-    import io
-
-    import torch
-
-    rows = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)  # tensors and containers only
-    return [NetworkProbe(int(i), str(a), t, float(s)) for i, a, t, s in rows]
 
 
 def _process_scores(keys: Sequence[str]) -> np.ndarray:
@@ -150,14 +128,12 @@ class _LocalShards:
 
 class _ProcessShards:
     """One single-process pool per shard, forked while the driver still holds the probes (fork passes them
-    without pickling; forkserver, which pickles them, where Ray runs in this process); the first call builds the
-    shard there, after which the driver lets go of its copy."""
+    without pickling); the first call builds the shard there, after which the driver lets go of its copy."""
 
     def __init__(self, parts: list[list[NetworkProbe]], chunk: int, device: str):
-        ctx = process_context()
-        forked = ctx.get_start_method() == "fork"
+        ctx = multiprocessing.get_context("fork")
         self.pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_process_shard,
-                                          initargs=(p if forked else _pack(p), chunk, device)) for p in parts]
+                                          initargs=(p, chunk, device)) for p in parts]
         for pool in self.pools:  # start each process now, while the probes are still in this one
             pool.submit(_process_nbytes).result()
 
