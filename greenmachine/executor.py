@@ -17,6 +17,7 @@ sample in a worker across generations) uses :meth:`RayExecutor.actor` or a forke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -122,12 +123,34 @@ def _ray_task(fn: Callable[[T], R], item: T, threads: int) -> R:
 
 
 def _import_ray():
+    # Ray's C++ client logs every failed GCS retry on stderr (read when ray is imported); a user error stays one line
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         import ray  # noqa: F401
     except ImportError:
         raise GreenmachineError("--executor ray needs Ray, which is not installed: pip install 'ray==2.54.1' "
                                 "(or make install)") from None
     return ray
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 into a scratch file while Ray connects: its C++ client writes a line per failed retry
+    straight to fd 2, and a user error must end in one line (the exception says what went wrong)."""
+    import tempfile
+
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _check_reachable(address: str) -> None:
@@ -176,11 +199,12 @@ class RayExecutor:
             else:  # a local instance sized to this machine (or to --workers)
                 kwargs["num_cpus"] = (workers or os.cpu_count() or 1) * self.cpus_per_task
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _quiet_stderr():
                     warnings.simplefilter("ignore")
                     ray.init(**kwargs)
             except ConnectionError as exc:
-                raise GreenmachineError(f"--ray-address {address}: {' '.join(str(exc).split())[:200]}") from None
+                why = " ".join(str(exc).split())[:200] or "the address answers, but no Ray cluster does"
+                raise GreenmachineError(f"--ray-address {address}: {why}") from None
             except (RuntimeError, ValueError) as exc:
                 raise GreenmachineError(f"cannot start Ray: {' '.join(str(exc).split())[:200]}") from None
             self._owns = True
