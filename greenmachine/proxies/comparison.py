@@ -31,6 +31,7 @@ from greenmachine.files import write_text_atomic
 from greenmachine.proxies.primitives import evaluate
 from greenmachine.probing.probe import ProbeSettings, init_network
 from greenmachine.proxies.proxyfile import Proxy
+from greenmachine.probing.chunking import estimated_bytes, plan_chunks, split
 from greenmachine.proxies.scoring import CHUNK, probe_passes
 from greenmachine.probing.terminals import ProbeBatch
 from greenmachine.spaces.truth import GroundTruth
@@ -121,7 +122,8 @@ def compare(
     executor: Executor | None = None,
     meter: Meter | None = None,
 ) -> Comparison:
-    """Score the baselines and the evolved proxies on the same networks, in chunks of ``CHUNK`` networks.
+    """Score the baselines and the evolved proxies on the same networks, in chunks of at most ``CHUNK`` networks and
+    the byte budget of ``probing/chunking.py``.
 
     Per chunk, the evolved proxies are evaluated on probes of the chunk (``probe_sample``: cached or probed, one
     meter window), then the baselines run network by network through the same metered loop (``metered_map``, one
@@ -144,8 +146,8 @@ def compare(
     advance = reporter.task("scoring proxies", len(items))
     job = partial(_baseline_job, settings, dataset, images, labels, tuple(proxies))
     try:
-        for lo in range(0, len(items), CHUNK):
-            chunk = items[lo : lo + CHUNK]
+        lengths = plan_chunks(estimated_bytes(truth, dataset, [i for i, _ in items]), max_networks=CHUNK)
+        for chunk in split(items, lengths):
             evolved_values: dict[str, np.ndarray] = {}
             for name, proxy in evolved.items():
                 t0 = time.perf_counter()

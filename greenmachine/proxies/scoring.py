@@ -12,6 +12,7 @@ import numpy as np
 
 from greenmachine.energy.meter import Meter
 from greenmachine.probing.cache import ProbeCache, probe_sample
+from greenmachine.probing.chunking import MAX_NETWORKS, estimated_bytes, plan_chunks, split
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.files import atomic_open
 from greenmachine.proxies.fitness import rank_correlations
@@ -21,7 +22,7 @@ from greenmachine.probing.terminals import ProbeBatch
 from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
 
-CHUNK = 50  # networks per probe batch: bounds memory, whatever the sample size
+CHUNK = MAX_NETWORKS  # networks per probe batch at most; chunks are also bounded by bytes (probing/chunking.py)
 
 
 @dataclass
@@ -53,7 +54,7 @@ def score_tokens(
     reporter: Reporter | None = None,
     meter: Meter | None = None,
 ) -> ScoreResult:
-    """Probe only the passes the tree needs, in chunks, and evaluate the tree on every network.
+    """Probe only the passes the tree needs, in byte-bounded chunks, and evaluate the tree on every network.
 
     With a ``meter``, each chunk's probing is one meter window (``probe_sample``); tree evaluation is counted in the
     meter's total, outside the probing windows."""
@@ -65,8 +66,9 @@ def score_tokens(
     scores: list[np.ndarray] = []
     probe_seconds = 0.0
     advance = reporter.task("probing and scoring", len(items))
-    for lo in range(0, len(items), CHUNK):
-        chunk = items[lo : lo + CHUNK]
+    # chunks bounded by count and by estimated terminal bytes: a NAS-Bench-101 sample no longer needs ~16 GB
+    lengths = plan_chunks(estimated_bytes(truth, dataset, [i for i, _ in items]), max_networks=CHUNK)
+    for chunk in split(items, lengths):
 
         probed = [0]
 

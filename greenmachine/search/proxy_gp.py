@@ -48,7 +48,7 @@ HISTORY_FIELDS = ["generation", "best", "mean", "median", "invalid", "size_mean"
                   "evaluations", "seconds", "best_expression", "best_size"]
 # the knobs that may change between a run and its resume (more generations, another pool size)
 RESUMABLE = {"generations", "workers", "executor", "ray_address"}  # where it runs never changes a result
-EVAL_CHUNK = 50  # networks per evaluation batch: bounds the temporaries of a tree, not its result
+EVAL_CHUNK = 50  # networks per evaluation batch at most; chunks are also closed at a byte budget (probing/chunking.py)
 VERIFY_POPULATION = 8  # population members re-evaluated when resuming (the hall of fame is re-evaluated whole)
 DEFAULT_TOLERANCE = 1e-6
 

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from greenmachine.executor import Executor, ProcessExecutor, RayExecutor, set_torch_threads
+from greenmachine.probing.chunking import plan_chunks
 from greenmachine.probing.probe import NetworkProbe
 from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
 
@@ -36,25 +37,57 @@ from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
 TREE_ERRORS = (RuntimeError, ValueError, ArithmeticError, IndexError, MemoryError)
 
 
-def shard_bounds(n_networks: int, chunk: int, shards: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` network positions of each shard: whole chunks of ``chunk`` networks, spread as evenly as
-    possible over at most ``shards`` shards, in sample order (the chunking never depends on the shard count)."""
-    n_chunks = max(1, -(-n_networks // chunk))
+def shard_bounds(n_networks: int, chunk: int | Sequence[int], shards: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` network positions of each shard: whole chunks (of ``chunk`` networks, or of the given
+    chunk lengths, see ``probing/chunking.py``), spread as evenly as possible over at most ``shards`` shards, in
+    sample order (the chunking never depends on the shard count)."""
+    lengths = _chunk_lengths(n_networks, chunk)
+    n_chunks = max(1, len(lengths))
     shards = max(1, min(shards, n_chunks))
+    starts = [0]
+    for n in lengths:
+        starts.append(starts[-1] + n)
     cuts = [round(k * n_chunks / shards) for k in range(shards + 1)]
-    return [(cuts[k] * chunk, min(n_networks, cuts[k + 1] * chunk)) for k in range(shards)]
+    return [(min(n_networks, starts[min(cuts[k], len(lengths))]), min(n_networks, starts[min(cuts[k + 1], len(lengths))]))
+            for k in range(shards)]
+
+
+def _chunk_lengths(n_networks: int, chunk: int | Sequence[int]) -> list[int]:
+    """Chunk lengths over ``n_networks``: a count gives equal chunks (the last shorter), a sequence is used as is."""
+    if isinstance(chunk, int):
+        return [min(chunk, n_networks - lo) for lo in range(0, n_networks, chunk)] or [0]
+    lengths = [int(n) for n in chunk]
+    if sum(lengths) != n_networks:
+        raise ValueError(f"chunk lengths sum to {sum(lengths)}, not {n_networks}")
+    return lengths or [0]
+
+
+def shard_chunks(lengths: Sequence[int], bounds: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """The chunk lengths inside each shard (the shards' bounds fall on chunk boundaries)."""
+    out: list[list[int]] = [[] for _ in bounds]
+    pos, k = 0, 0
+    for n in lengths:
+        while k < len(bounds) - 1 and pos >= bounds[k][1]:
+            k += 1
+        out[k].append(n)
+        pos += n
+    return out
 
 
 class ShardWorker:
     """The probes of one shard, as evaluation batches built once; scores a list of trees on them."""
 
-    def __init__(self, probes: list[NetworkProbe], chunk: int, device: str = "cpu", threads: int | None = None):
-        from greenmachine.probing.terminals import chunked_batches
+    def __init__(self, probes: list[NetworkProbe], chunk: int | Sequence[int], device: str = "cpu",
+                 threads: int | None = None):
+        from greenmachine.probing.chunking import split
+        from greenmachine.probing.terminals import ProbeBatch
 
         if threads is not None:
             set_torch_threads(threads)
         self.n = len(probes)
-        self.batches = chunked_batches(probes, chunk, device=device)  # consumes the probes' tensors
+        # consumes the probes' tensors; ``chunk`` is a count or the chunks' lengths (byte-bounded chunks)
+        self.batches = [ProbeBatch(part, device=device, consume=True)
+                        for part in split(probes, _chunk_lengths(self.n, chunk)) if part]
 
     def scores(self, keys: Sequence[str]) -> np.ndarray:
         """A ``len(keys) x n`` float64 matrix of per-network scores; a row of NaN where the tree fails."""
@@ -90,7 +123,7 @@ def peak_rss() -> int:
 _WORKER: ShardWorker | None = None
 
 
-def _init_process_shard(probes: list[NetworkProbe], chunk: int, device: str) -> None:
+def _init_process_shard(probes: list[NetworkProbe], chunk: int | Sequence[int], device: str) -> None:
     global _WORKER
     _WORKER = ShardWorker(probes, chunk, device, threads=1)
 
@@ -110,8 +143,8 @@ def _process_peak_rss(_: Any = None) -> int:
 
 
 class _LocalShards:
-    def __init__(self, parts: list[list[NetworkProbe]], chunk: int, device: str):
-        self.workers = [ShardWorker(p, chunk, device) for p in parts]
+    def __init__(self, parts: list[list[NetworkProbe]], chunks: list[list[int]], device: str):
+        self.workers = [ShardWorker(p, c, device) for p, c in zip(parts, chunks)]
 
     def scores(self, keys: Sequence[str]) -> list[np.ndarray]:
         return [w.scores(keys) for w in self.workers]
@@ -130,10 +163,10 @@ class _ProcessShards:
     """One single-process pool per shard, forked while the driver still holds the probes (fork passes them
     without pickling); the first call builds the shard there, after which the driver lets go of its copy."""
 
-    def __init__(self, parts: list[list[NetworkProbe]], chunk: int, device: str):
+    def __init__(self, parts: list[list[NetworkProbe]], chunks: list[list[int]], device: str):
         ctx = multiprocessing.get_context("fork")
         self.pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_process_shard,
-                                          initargs=(p, chunk, device)) for p in parts]
+                                          initargs=(p, c, device)) for p, c in zip(parts, chunks)]
         for pool in self.pools:  # start each process now, while the probes are still in this one
             pool.submit(_process_nbytes).result()
 
@@ -156,11 +189,12 @@ class _ProcessShards:
 class _RayShards:
     """One Ray actor per shard; its probes travel once, through the object store."""
 
-    def __init__(self, executor: RayExecutor, parts: list[list[NetworkProbe]], chunk: int, device: str):
+    def __init__(self, executor: RayExecutor, parts: list[list[NetworkProbe]], chunks: list[list[int]], device: str):
         ray = executor._ray
         self.executor = executor
         refs = [ray.put(p) for p in parts]
-        self.actors = [executor.actor(ShardWorker, ref, chunk, device, executor.cpus_per_task) for ref in refs]
+        self.actors = [executor.actor(ShardWorker, ref, c, device, executor.cpus_per_task)
+                       for ref, c in zip(refs, chunks)]
         # wait until every shard is built, so that errors surface here and the object store copies can go
         executor.get([a.nbytes.remote() for a in self.actors])
         del refs
@@ -192,21 +226,25 @@ class ShardedFitness:
     """
 
     def __init__(self, probes: list[NetworkProbe], accuracy: np.ndarray, executor: Executor | None = None,
-                 chunk: int = 50, device: str = "cpu", memo: dict[str, float] | None = None):
+                 chunk: int = 50, device: str = "cpu", memo: dict[str, float] | None = None,
+                 budget: int | None = None):
         self.accuracy = np.asarray(accuracy, dtype=np.float64)
         self.memo = memo if memo is not None else {}
         self.evaluations = 0
         self.n = len(probes)
         workers = int(getattr(executor, "workers", 1) or 1)
         parallel = isinstance(executor, (ProcessExecutor, RayExecutor))
-        self.bounds = shard_bounds(self.n, chunk, workers if parallel else 1)
+        # chunks of at most ``chunk`` networks whose terminals stay within the byte budget (probing/chunking.py)
+        self.chunk_lengths = plan_chunks([p.nbytes() for p in probes], budget, max_networks=chunk)
+        self.bounds = shard_bounds(self.n, self.chunk_lengths, workers if parallel else 1)
         parts = [probes[a:b] for a, b in self.bounds]
+        chunks = shard_chunks(self.chunk_lengths, self.bounds)
         if isinstance(executor, RayExecutor):
-            self._shards: Any = _RayShards(executor, parts, chunk, device)
+            self._shards: Any = _RayShards(executor, parts, chunks, device)
         elif isinstance(executor, ProcessExecutor):
-            self._shards = _ProcessShards(parts, chunk, device)
+            self._shards = _ProcessShards(parts, chunks, device)
         else:
-            self._shards = _LocalShards(parts, chunk, device)
+            self._shards = _LocalShards(parts, chunks, device)
         del parts
         if isinstance(executor, (ProcessExecutor, RayExecutor)):
             for p in probes:  # the shards hold them now; the driver keeps only their indices
@@ -263,4 +301,4 @@ class ShardedFitness:
         self._shards.close()
 
 
-__all__ = ["ShardWorker", "ShardedFitness", "shard_bounds", "WORST_FITNESS"]
+__all__ = ["ShardWorker", "ShardedFitness", "shard_bounds", "shard_chunks", "WORST_FITNESS"]
