@@ -45,7 +45,7 @@ from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
 
 ALGORITHMS = ("nsga2", "random")
-COST_NAMES = ("train-energy", "latency:<device column>", "params", "flops", "energy")
+COST_NAMES = ("train-energy", "latency:<device column>", "params", "flops", "energy", "energy-predicted")
 LATENCY_FILE = Path("latency") / "tss-latency-ms.csv"
 FLOOR = -1e30  # the objective of an architecture the proxy cannot score (NaN, -inf): worse than any score
 STALL_GENERATIONS = 30  # NSGA-II stops when this many generations in a row found no new architecture
@@ -83,6 +83,7 @@ class SearchConfig:
     probe_seed: int = 0  # minibatch and initialisation seed of baseline objectives (fixed: scores are shared)
     device: str = "cpu"
     training_device_w: float | None = None  # power of the training device behind ``train-energy`` (None: default)
+    energy_model: str | None = None  # the surrogate (``energy fit`` JSON) behind ``energy-predicted``
 
     def validate(self) -> "SearchConfig":
         if self.algorithm not in ALGORITHMS:
@@ -103,6 +104,9 @@ class SearchConfig:
         if self.training_device_w is not None and not (math.isfinite(self.training_device_w)
                                                       and self.training_device_w > 0):
             raise GreenmachineError(f"--training-device-w must be a positive number, got {self.training_device_w}")
+        if (self.cost == "energy-predicted") != (self.energy_model is not None):
+            raise GreenmachineError("--cost energy-predicted needs --energy-model MODEL.json (from 'greenmachine energy "
+                                    "fit'), and --energy-model is used by that cost only")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +163,7 @@ class CostContext:
     reporter: Reporter
     training_device_w: float | None = None
     arg: str = ""  # what follows the colon (latency:<column>)
+    energy_model: str | Path | None = None  # the surrogate file of ``energy-predicted``
 
 
 def _training_w(ctx: CostContext) -> float:
@@ -286,6 +291,29 @@ def cost_flops(truth: GroundTruth, dataset: str, ctx: CostContext) -> CostTable:
     return CostTable("flops", "FLOPs (millions, one image)", "MFLOPs", v, v, "xautodl get_model_infos")
 
 
+def cost_energy_predicted(truth: GroundTruth, dataset: str, ctx: CostContext) -> CostTable:
+    """Training energy predicted by a fitted surrogate (``greenmachine energy fit``) for every cell of a NAS-Bench-101
+    space: the search sees the prediction, as it would where nothing was measured; where the benchmark measured
+    the energy (EC-NAS), the front is judged on the measured kWh, so hv_ratio says what the prediction cost."""
+    from greenmachine.energy.surrogate import load_model
+    from greenmachine.spaces import get_space
+
+    if ctx.energy_model is None:
+        raise GreenmachineError("--cost energy-predicted needs --energy-model MODEL.json (from 'greenmachine energy fit')")
+    space = get_space(truth.space)
+    if not hasattr(space, "cell"):
+        raise GreenmachineError(f"--cost energy-predicted predicts NAS-Bench-101 cells (ecnas-4v, ecnas-5v), "
+                                f"not {truth.space} architectures")
+    model = load_model(ctx.energy_model)
+    predicted = np.asarray(model.predict_cells([space.cell(a) for a in truth.archs]), dtype=np.float64)
+    measured = _metric(truth, "train_energy_kwh", dataset)
+    true = np.asarray(measured, dtype=np.float64) if measured is not None else predicted
+    name = Path(ctx.energy_model).name
+    return CostTable("energy-predicted", "training energy (kWh, predicted)", "kWh", predicted, true,
+                     f"surrogate {name} ({model.kind}); judged on "
+                     + ("benchmark train_energy_kwh" if measured is not None else "the prediction"))
+
+
 #: cost name -> builder; another cost (e.g. a surrogate's ``energy-predicted``) is one more entry here
 COSTS: dict[str, CostBuilder] = {
     "train-energy": cost_train_energy,
@@ -293,6 +321,7 @@ COSTS: dict[str, CostBuilder] = {
     "params": cost_params,
     "flops": cost_flops,
     "energy": cost_energy,
+    "energy-predicted": cost_energy_predicted,
 }
 
 
@@ -976,7 +1005,8 @@ def run_search(
         raise GreenmachineError(f"the ground truth is for {truth.space}, the search for {config.space}")
     if config.dataset not in truth.accuracy:
         raise GreenmachineError(f"the {truth.space} ground truth has no {config.dataset} accuracies")
-    ctx = CostContext(data_dir, getattr(cache, "root", None), reporter, config.training_device_w)
+    ctx = CostContext(data_dir, getattr(cache, "root", None), reporter, config.training_device_w,
+                      energy_model=config.energy_model)
     cost = cost or load_cost(config.cost, truth, config.dataset, ctx)
     objective = objective or make_objective(config.objective, truth, config.dataset, data_dir, config, cache, meter,
                                             reporter, executor)
@@ -1044,7 +1074,8 @@ def run_seeds(
     if not resume and out.exists() and any(out.iterdir()):
         raise GreenmachineError(f"{out} is not empty: pass --resume to continue its seeds, or choose another --out")
     data_dir = Path(data_dir)
-    ctx = CostContext(data_dir, getattr(cache, "root", None), reporter, config.training_device_w)
+    ctx = CostContext(data_dir, getattr(cache, "root", None), reporter, config.training_device_w,
+                      energy_model=config.energy_model)
     cost = load_cost(config.cost, truth, config.dataset, ctx)
     objective = make_objective(config.objective, truth, config.dataset, data_dir, config, cache, meter, reporter,
                                executor)

@@ -39,7 +39,8 @@ def _energy_hook(meter, settings, truth, dataset):
 @click.option("--objective", required=True,
               help="A proxy.json, a baseline name (naswot, synflow, params, ...) or 'accuracy' (the oracle).")
 @click.option("--cost", default="train-energy", show_default=True,
-              help="train-energy | latency:<device column> | params | flops | energy (EC-NAS measured kWh).")
+              help="train-energy | latency:<device column> | params | flops | energy (EC-NAS measured kWh) | "
+                   "energy-predicted (with --energy-model).")
 @click.option("--algorithm", type=click.Choice(["nsga2", "random"]), default="nsga2", show_default=True)
 @click.option("--budget", type=int, default=1000, show_default=True, help="Distinct architectures scored.")
 @click.option("--population", type=int, default=40, show_default=True, help="NSGA-II population (multiple of 4).")
@@ -57,12 +58,15 @@ def _energy_hook(meter, settings, truth, dataset):
               help="Run folder (default runs/search-<space>-<dataset>-<objective>-...).")
 @click.option("--training-device-w", type=float, default=None,
               help="Power of the benchmark's training device behind train-energy (default: the energy default, 250 W).")
+@click.option("--energy-model", type=click.Path(dir_okay=False), default=None,
+              help="With --cost energy-predicted: an energy surrogate fitted by 'greenmachine energy fit'.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--no-cache", is_flag=True)
 @click.option("--quiet", is_flag=True)
 def search(space, dataset, objective, cost, algorithm, budget, population, seed, seeds, batch_size, device, workers,
-           resume, out_dir, training_device_w, data_dir, cache_dir, no_cache, quiet, executor=None, ray_address=None):
+           resume, out_dir, training_device_w, data_dir, cache_dir, no_cache, quiet, executor=None, ray_address=None,
+           energy_model=None):
     """Multi-objective architecture search: accurate (by a training-free objective) and cheap (by a cost).
 
     Writes front.csv, evaluated.csv, summary.json, front.png, history.csv and a checkpoint into --out; with
@@ -89,7 +93,8 @@ def search(space, dataset, objective, cost, algorithm, budget, population, seed,
     space_obj.check_dataset(dataset) if hasattr(space_obj, "check_dataset") else None
     config = SearchConfig(space=space, dataset=dataset, objective=objective, cost=cost, algorithm=algorithm,
                           budget=budget, population=population, seed=seed_list[0], batch_size=batch_size,
-                          device=device, training_device_w=training_device_w).validate()
+                          device=device, training_device_w=training_device_w,
+                          energy_model=str(Path(energy_model).resolve()) if energy_model else None).validate()
     data = resolve_data_dir(data_dir)
     out = Path(out_dir) if out_dir else _default_out(space, dataset, objective, cost, algorithm,
                                                      seeds or str(seed_list[0]))
