@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from deap import base, creator, gp, tools
 
 from greenmachine.config import EvolveConfig
@@ -32,10 +31,9 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import write_text_atomic
 from greenmachine.probing.cache import ProbeCache, probe_sample
-from greenmachine.probing.terminals import ProbeBatch, chunked_batches
 from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
-from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
-from greenmachine.proxies.primitives import evaluate_chunks, primitive_set, tree_expression, tree_from_tokens, tree_tokens
+from greenmachine.proxies.fitness import WORST_FITNESS
+from greenmachine.proxies.primitives import primitive_set, tree_expression, tree_from_tokens, tree_tokens
 from greenmachine.proxies.proxyfile import Proxy, save_proxy
 from greenmachine.search.engine import CheckpointError, RunFolder, run_problem
 from greenmachine.search.shards import ShardedFitness
@@ -77,31 +75,6 @@ class EvolutionResult:
     @property
     def evaluations(self) -> int:
         return sum(int(h["evaluations"]) for h in self.history)
-
-
-class TreeFitness:
-    """Kendall tau of a tree's scores on the probed sample; memoised by the tree's tokens."""
-
-    def __init__(self, batches: list[ProbeBatch], accuracy: np.ndarray, memo: dict[str, float] | None = None):
-        self.batches = batches
-        self.accuracy = accuracy
-        self.memo = memo if memo is not None else {}
-        self.evaluations = 0
-
-    def compute(self, key: str) -> float:
-        """The fitness of a tree given as space-joined tokens, never from the memo."""
-        try:
-            scores = evaluate_chunks(key.split(), self.batches).numpy()
-            return kendall_fitness(scores, self.accuracy)
-        except (RuntimeError, ValueError, ArithmeticError, IndexError, MemoryError):
-            return WORST_FITNESS
-
-    def __call__(self, individual) -> tuple[float]:
-        key = " ".join(tree_tokens(individual))
-        if key not in self.memo:
-            self.evaluations += 1
-            self.memo[key] = self.compute(key)
-        return (self.memo[key],)
 
 
 class ParsimonyHallOfFame:
