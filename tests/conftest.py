@@ -52,3 +52,13 @@ def env(monkeypatch, cache_dir):
     monkeypatch.setenv("GREENMACHINE_DATA", str(DATA))
     monkeypatch.setenv("GREENMACHINE_CACHE", str(cache_dir))
     return os.environ
+
+
+def gm(capsys, *args):
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from greenmachine.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err

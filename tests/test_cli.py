@@ -7,19 +7,12 @@ import sys
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, gm
 from fake_sss import data_dir_with_sss
 from greenmachine.cli import main
 from greenmachine.spaces.truth import load_official, load_table
 
 TINY = ["--sample-size", "10", "--population", "6", "--generations", "1", "--batch-size", "16", "--quiet"]
-
-
-def gm(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,12 @@ import threading
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, gm
 from greenmachine import files
-from greenmachine.cli import main
 
 PROXY = {"format": "greenmachine-proxy", "format_version": 1, "expression": "k_logdet_sum(relu_kernel)",
          "space": "tss", "dataset": "cifar10", "probe": {"batch_size": 8, "batch_seed": 0, "init_seed": 0}}
 CHEAP = ["--archs", "3,17", "--quiet"]
-
-
-def gm(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def one_error_line(err: str, *parts: str) -> None:

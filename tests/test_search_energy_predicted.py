@@ -6,20 +6,11 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 
-from conftest import DATA
-from greenmachine.cli import main
+from conftest import DATA, gm
 
 CSV5 = DATA / "ecnas" / "ecnas_5V9E_4epochs_measured.csv"
-
-
-def gm(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture(scope="module")

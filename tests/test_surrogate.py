@@ -11,8 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import DATA
-from greenmachine.cli import main
+from conftest import DATA, gm
 from greenmachine.energy.surrogate import (
     FEATURE_NAMES,
     _PREDICTORS,
@@ -31,13 +30,6 @@ ECNAS = DATA / "ecnas"
 CSV5 = ECNAS / "ecnas_5V9E_4epochs_measured.csv"
 CSV4 = ECNAS / "ecnas_4V9E_4epochs_measured.csv"
 CSV7 = ECNAS / "surrogate_7V_train_energy.csv"
-
-
-def gm(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def _rows(path, n=None):
