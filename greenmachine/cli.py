@@ -205,6 +205,12 @@ def cli() -> None:
 @cli.command()
 @click.option("--space", type=SPACE, default=None, help="Search space (default from the config: tss); its own defaults apply.")
 @click.option("--dataset", type=DATASET, default=None, help="Dataset (default from the config: cifar10).")
+@click.option("--datasets", "datasets_arg", default=None, metavar="D1,D2,...",
+              help="Evolve one proxy for several datasets at once (the same architectures; stratified by the "
+                   "first one's accuracy); excludes --dataset.")
+@click.option("--combine", type=click.Choice(["mean", "min"]), default=None,
+              help="With --datasets: the fitness is the mean (default; smoother for selection) or the min (the "
+                   "worst case) of the per-dataset Kendall taus.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file.")
 @click.option("--sampling", type=SAMPLING, default=None)
 @click.option("--sample-size", type=int, default=None, help="Architectures in the evolution sample.")
@@ -222,7 +228,7 @@ def cli() -> None:
 @_executor_options_no_workers
 @_energy_options
 @_common
-def evolve(space, dataset, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
+def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
            out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet,
            carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None, ray_address=None):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
@@ -232,14 +238,17 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import load_space_truth, resolve_data_dir
 
-    config = load_config(config_path, space=space).override(
+    base = load_config(config_path, space=space)
+    datasets = _datasets_option(datasets_arg, dataset, base)
+    config = base.override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
-        seed_classics=seed_baselines, executor=executor, ray_address=ray_address,
+        seed_classics=seed_baselines, executor=executor, ray_address=ray_address, datasets=datasets,
+        combine=combine,
     ).validate()
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     data = resolve_data_dir(data_dir)
-    out = Path(out_dir or f"runs/{config.space}-{config.dataset}-{config.seed}")
+    out = Path(out_dir or f"runs/{config.space}-{'+'.join(config.datasets) or config.dataset}-{config.seed}")
     from greenmachine.files import check_writable_dir
 
     check_writable_dir(out, "--out")  # before probing, not after
@@ -263,6 +272,27 @@ def evolve(space, dataset, config_path, sampling, sample_size, population, gener
     click.echo(f"best_expression={result.best_expression}")  # whole, on one line: copy-paste safe
     click.echo(f"proxy={out / 'proxy.json'}")
     _echo_energy(energy_block)
+
+
+def _datasets_option(value: str | None, dataset: str | None, config) -> tuple[str, ...] | None:
+    """``--datasets a,b,c`` as a tuple of checked names (one line naming an unknown one); ``--dataset`` and
+    ``--datasets`` (or a config's ``datasets``) are two modes, and a command line naming both is refused."""
+    from greenmachine.probing.datasets import check_dataset
+
+    if value is None:
+        if dataset is not None and config.datasets:
+            raise GreenmachineError(f"--dataset {dataset} conflicts with the config's datasets "
+                                    f"({', '.join(config.datasets)}): give --datasets instead, or another config")
+        return None
+    if dataset is not None:
+        raise GreenmachineError("--dataset and --datasets are mutually exclusive (one dataset, or one proxy "
+                                "evolved for several)")
+    names = tuple(v.strip() for v in value.split(","))
+    if not all(names):
+        raise GreenmachineError(f"--datasets {value[:80]!r}: an empty name; give comma-separated dataset names")
+    for name in names:
+        check_dataset(name)
+    return names
 
 
 @cli.command()

@@ -23,6 +23,8 @@ MAX_WORKERS = 256  # probing processes
 MAX_POPULATION = 100_000  # trees held at once; beyond it a run dies of memory, not of a message
 MAX_GENERATIONS = 100_000  # history, checkpoint and log grow with every generation
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes
+# How a multi-dataset evolution folds its per-dataset Kendall taus into one fitness (search/multi_dataset.py).
+COMBINE_RULES = ("mean", "min")
 
 
 def check_seed(value: object, name: str = "seed") -> int:
@@ -69,8 +71,23 @@ class EvolveConfig:
     eval_sample_size: int = 500
     eval_sampling: str = "random"
     eval_baselines: bool = True  # also score the hand-designed baselines on the held-out sample
+    # Multi-dataset evolution (search/multi_dataset.py): two or more datasets whose Kendall taus, on the SAME
+    # architectures, are combined into one fitness. Empty = the single-dataset mode of ``dataset``. When set,
+    # ``dataset`` is the first of them: the sample is stratified by its accuracy, and `score` defaults to it.
+    datasets: tuple[str, ...] = ()
+    # "mean" (default): smoother for selection, every dataset's improvement counts; "min": the worst dataset only,
+    # a guarantee on the worst case but flat wherever another dataset is the bottleneck. Both are in history.csv.
+    combine: str = "mean"
+
+    def __post_init__(self) -> None:
+        # a TOML array arrives as a list; a tuple keeps the frozen config hashable and comparable
+        if isinstance(self.datasets, list):
+            object.__setattr__(self, "datasets", tuple(self.datasets))
+        if self.datasets and isinstance(self.datasets, tuple) and isinstance(self.datasets[0], str):
+            object.__setattr__(self, "dataset", self.datasets[0])
 
     def validate(self) -> "EvolveConfig":
+        self._validate_datasets()
         check_dataset(self.dataset)
         get_space(self.space).check_dataset(self.dataset)
         for name in ("sampling", "eval_sampling"):
@@ -112,8 +129,37 @@ class EvolveConfig:
             raise GreenmachineError(f"device must be cpu or cuda, not {self.device!r}")
         return self
 
+    def _validate_datasets(self) -> None:
+        if self.combine not in COMBINE_RULES:
+            raise GreenmachineError(f"combine must be one of {', '.join(COMBINE_RULES)}, not {str(self.combine)[:40]!r}")
+        if not self.datasets:
+            if self.combine != "mean":
+                raise GreenmachineError("combine applies to a multi-dataset evolution only: give datasets "
+                                        "(--datasets a,b) as well")
+            return
+        if not isinstance(self.datasets, tuple) or not all(isinstance(d, str) for d in self.datasets):
+            raise GreenmachineError(f"datasets must be a list of dataset names, got {str(self.datasets)[:60]}")
+        space = get_space(self.space)
+        for name in self.datasets:
+            check_dataset(name)
+            space.check_dataset(name)
+        if len(set(self.datasets)) != len(self.datasets):
+            raise GreenmachineError(f"datasets names a dataset twice: {', '.join(self.datasets)}")
+        if len(self.datasets) < 2:
+            raise GreenmachineError(f"datasets needs two or more datasets; for one, use dataset = "
+                                    f"{self.datasets[0]!r} (--dataset)")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as JSON-ready data (proxy.json, checkpoint fingerprint).
+
+        Why the multi-dataset keys are left out in single-dataset mode: a single-dataset run must write the very
+        proxy.json and checkpoint fingerprint it wrote before they existed, so that its checkpoints still resume."""
+        data = asdict(self)
+        if self.datasets:
+            data["datasets"] = list(self.datasets)  # JSON has no tuples: a checkpoint's fingerprint compares equal
+        else:
+            del data["datasets"], data["combine"]
+        return data
 
     def override(self, **kwargs: Any) -> "EvolveConfig":
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
@@ -124,9 +170,16 @@ class EvolveConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise GreenmachineError(f"{origin}: unknown setting(s) {', '.join(unknown)}")
+        # to_dict() of a multi-dataset config writes both, dataset being the first of datasets: that is consistent
+        if "datasets" in data and "dataset" in data and (
+                not isinstance(data["datasets"], (list, tuple)) or list(data["datasets"])[:1] != [data["dataset"]]):
+            raise GreenmachineError(f"{origin}: dataset and datasets are mutually exclusive (one dataset, or a "
+                                    "multi-dataset evolution whose first dataset stratifies the sample)")
         defaults = cls()
         for key, value in data.items():
             want = type(getattr(defaults, key))
+            if key == "datasets" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = tuple(value)
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if type(value) is not want:

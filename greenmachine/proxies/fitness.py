@@ -31,3 +31,23 @@ def rank_correlations(scores: np.ndarray, accuracy: np.ndarray) -> tuple[float, 
     if not valid_scores(scores):
         return math.nan, math.nan
     return float(kendalltau(scores, accuracy).statistic), float(spearmanr(scores, accuracy).statistic)
+
+
+def combine_taus(taus, rule: str) -> float:
+    """One fitness from the Kendall taus of a tree on several datasets (the same architectures on each).
+
+    ``mean`` (the default) rewards an improvement on any dataset, which gives selection a smoother landscape;
+    ``min`` scores only the worst dataset, a guarantee for every one but flat wherever another dataset is the
+    bottleneck. A tree that ranks nothing on some dataset (WORST_FITNESS there: it fails, is non-finite or
+    constant) gets WORST_FITNESS whatever the rule: a proxy that breaks on one dataset is no proxy for all of them.
+    """
+    values = [float(t) for t in taus]
+    if not values:
+        raise ValueError("no taus to combine")
+    if any(v == WORST_FITNESS for v in values):
+        return WORST_FITNESS
+    if rule == "mean":
+        return float(math.fsum(values) / len(values))
+    if rule == "min":
+        return min(values)
+    raise ValueError(f"unknown combine rule {rule!r}")

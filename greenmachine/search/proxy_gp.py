@@ -11,6 +11,14 @@ any sample the config allows) of the best remaining, the one with the fewest nod
 fitness, then the expression, so the order is total). ``proxy.json``, ``hall_of_fame.json`` and ``history.csv``
 all name the hall of fame's first tree. Selection itself is unchanged (a tournament on fitness), so a seed gives
 the same populations as before this tie-break.
+
+**Several datasets** (config ``datasets``, ``--datasets a,b,c``): one proxy for all of them. The sample is drawn
+once, from the architectures with ground truth on every dataset, stratified by the accuracy on the FIRST dataset;
+each dataset is probed on its own images and sharded on its own (``search/multi_dataset.py``), and the fitness is
+the ``combine`` (``mean`` by default, or ``min``) of the per-dataset taus on those same architectures.
+``history.csv`` gets, for the best tree, its tau on every dataset and both combinations (``best_mean_tau``,
+``best_min_tau``), whichever one drives selection; ``proxy.json`` records ``datasets``, ``combine`` and
+``dataset_taus``. Without ``datasets`` nothing changes: a single-dataset run is the run it always was.
 """
 
 from __future__ import annotations
@@ -32,10 +40,11 @@ from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import write_text_atomic
 from greenmachine.probing.cache import ProbeCache, probe_sample
 from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
-from greenmachine.proxies.fitness import WORST_FITNESS
+from greenmachine.proxies.fitness import WORST_FITNESS, combine_taus
 from greenmachine.proxies.primitives import primitive_set, tree_expression, tree_from_tokens, tree_tokens
 from greenmachine.proxies.proxyfile import Proxy, save_proxy
 from greenmachine.search.engine import CheckpointError, RunFolder, run_problem
+from greenmachine.search.multi_dataset import MultiDatasetFitness
 from greenmachine.search.shards import ShardedFitness
 from greenmachine.spaces.sampling import sample_indices
 from greenmachine.spaces.truth import GroundTruth
@@ -206,9 +215,17 @@ class ProxyEvolution:
         self.meter = meter
         self.tolerance = float(getattr(config, "parsimony_tolerance", DEFAULT_TOLERANCE))
         # chosen before the run folder exists: a sample that cannot be drawn leaves no folder behind
+        # several datasets: one sample for all, drawn where every dataset has ground truth, stratified by the first
+        self.datasets: list[str] = list(config.datasets) or [config.dataset]
         self.indices = sample_indices(truth, config.dataset, config.sample_size, config.sampling, seed=config.seed,
-                                      strata=config.strata)
+                                      strata=config.strata, exclude=_missing_truth(truth, self.datasets))
         self.settings = probe_settings(config.space, config.dataset, config.batch_size, config.seed, config.device)
+        self.dataset_settings = {d: probe_settings(config.space, d, config.batch_size, config.seed, config.device)
+                                 for d in self.datasets}
+        self.multi = len(self.datasets) > 1
+        self.history_fields = list(HISTORY_FIELDS)
+        if self.multi:
+            self.history_fields += ["best_mean_tau", "best_min_tau"] + [f"best_tau_{d}" for d in self.datasets]
         self.probe_seconds = 0.0
         self.population: list = []
         self.hof = ParsimonyHallOfFame(config.hall_of_fame, self.tolerance)
@@ -226,20 +243,28 @@ class ProxyEvolution:
         config = self.config
         log.info("sample of %d %s architectures (%s, seed %d): probing", len(self.indices), config.space,
                  config.sampling, config.seed)
+        if self.multi:
+            log.info("datasets %s, fitness = %s of their Kendall taus; the sample is %s by %s accuracy",
+                     ", ".join(self.datasets), config.combine, config.sampling, self.datasets[0])
         if self.executor is None:
             self.executor = make_executor(config.workers, config.executor, config.ray_address or None, config.device)
         kwargs = {"meter": self.meter} if self.meter is not None else {}
         t0 = time.perf_counter()
-        probes = probe_sample(
-            [(i, self.truth.arch(i)) for i in self.indices], self.settings, self.data_dir, cache=self.cache,
-            executor=self.executor, progress=lambda it, total: reporter.track(it, total, "probing networks"),
-            **kwargs,
-        )
+        parts: dict[str, ShardedFitness] = {}
+        for dataset in self.datasets:  # each dataset on its own images; the same networks, the same cache
+            label = "probing networks" + (f" ({dataset})" if self.multi else "")
+            probes = probe_sample(
+                [(i, self.truth.arch(i)) for i in self.indices], self.dataset_settings[dataset], self.data_dir,
+                cache=self.cache, executor=self.executor,
+                progress=lambda it, total, label=label: reporter.track(it, total, label), **kwargs,
+            )
+            # the sample is sharded over the executor's workers, which keep their shard for the whole run (shards.py)
+            parts[dataset] = ShardedFitness(probes, self.truth.acc(dataset, self.indices), self.executor,
+                                            EVAL_CHUNK, config.device, None if self.multi else self.memo)
+            del probes
         self.probe_seconds = time.perf_counter() - t0
-        # the sample is sharded over the executor's workers, which keep their shard for the whole run (shards.py)
-        self.fitness = ShardedFitness(probes, self.truth.acc(config.dataset, self.indices), self.executor,
-                                      EVAL_CHUNK, config.device, self.memo)
-        del probes
+        self.fitness = (MultiDatasetFitness(parts, config.combine, self.memo) if self.multi
+                        else parts[self.datasets[0]])
         log.info("probed in %.1f s; terminals take %.1f MB in %d shard(s)", self.probe_seconds,
                  sum(self.fitness.nbytes()) / 1e6, self.fitness.shards)
         # DEAP's evaluate only reads what prefetch() scored on the shards: a plain map, in this process
@@ -297,7 +322,19 @@ class ProxyEvolution:
             "evaluations": evaluations,
             "best_expression": tree_expression(best_tokens),
             "best_size": len(best_tokens),
+            **self._dataset_columns(best_tokens),
         }
+
+    def _dataset_columns(self, tokens: list[str]) -> dict[str, Any]:
+        """History columns of a multi-dataset run: the tree's tau on each dataset, and both combinations."""
+        if not self.multi:
+            return {}
+        taus = self.fitness.dataset_taus(" ".join(tokens))
+        values = list(taus.values())
+        out: dict[str, Any] = {"best_mean_tau": round(combine_taus(values, "mean"), 6),
+                               "best_min_tau": round(combine_taus(values, "min"), 6)}
+        out.update({f"best_tau_{d}": round(t, 6) for d, t in taus.items()})
+        return out
 
     def describe(self, record: dict[str, Any]) -> str:
         return (f"best {record['best']:.4f} mean {record['mean']:.4f} median {record['median']:.4f} invalid "
@@ -377,7 +414,7 @@ class ProxyEvolution:
                    "init_seed": self.settings.init_seed},
             config=self.config.to_dict(),
             extra={"generation": generation, "ground_truth": _data_relative(self.truth.source, self.data_dir),
-                   "hp": self.truth.hp, "parsimony_tolerance": self.tolerance},
+                   "hp": self.truth.hp, "parsimony_tolerance": self.tolerance, **self._proxy_datasets(best_tokens)},
         )
         save_proxy(proxy, folder.dir / "proxy.json")
         import json
@@ -387,6 +424,27 @@ class ProxyEvolution:
             json.dumps([{"expression": tree_expression(t), "tokens": list(t), "kendall_tau": f, "size": len(t)}
                         for t, f in self.hof.items], indent=2) + "\n",
         )
+
+
+    def _proxy_datasets(self, tokens: list[str]) -> dict[str, Any]:
+        """What proxy.json says of a multi-dataset run: its datasets (the first stratified the sample and is the
+        proxy's ``dataset``, the default of `score`), the combine rule and the tree's tau on each dataset."""
+        if not self.multi:
+            return {}
+        return {"datasets": list(self.datasets), "combine": self.config.combine,
+                "dataset_taus": self.fitness.dataset_taus(" ".join(tokens)), "stratified_by": self.datasets[0]}
+
+
+def _missing_truth(truth: GroundTruth, datasets: list[str]) -> list[int]:
+    """Architectures with ground truth on the first dataset but not on some other one (left out of the sample, so
+    that every dataset ranks the same networks); nothing for one dataset, so a single-dataset draw is unchanged."""
+    import numpy as np
+
+    if len(datasets) < 2:
+        return []
+    pool = truth.available(datasets[0])
+    missing = np.concatenate([np.setdiff1d(pool, truth.available(d)) for d in datasets[1:]])
+    return sorted(int(i) for i in np.unique(missing))
 
 
 def _data_relative(source: str, data_dir: Path) -> str:
@@ -408,7 +466,8 @@ def run_evolution(
     executor: Executor | None = None,
     meter=None,
 ) -> EvolutionResult:
-    """Evolve a proxy for ``config.space`` / ``config.dataset``; everything lands in ``out_dir`` as it goes."""
+    """Evolve a proxy for ``config.space`` / ``config.dataset`` (or for all of ``config.datasets`` at once);
+    everything lands in ``out_dir`` as it goes."""
     config = config.validate()
     if truth.space != config.space:
         raise GreenmachineError(f"the ground truth is for {truth.space}, the config for {config.space}")
