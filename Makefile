@@ -41,8 +41,10 @@ readme-figures: install
 	$(BIN)/python -m greenmachine.readme_figures --readme README.md $(if $(STEPS),--steps "$(STEPS)") \
 	    $(if $(WAIT_IDLE),--wait-idle $(WAIT_IDLE))
 
+# Probe cost on each space (TSS cells; SSS channel configurations, up to 64 channels), the same 20-network protocol.
+BENCH_SPACES ?= tss sss
 bench: install
-	$(BIN)/python -m greenmachine.bench --networks 20
+	@set -e; for space in $(BENCH_SPACES); do $(BIN)/python -m greenmachine.bench --networks 20 --space $$space; done
 
 # Probes/s and tree evaluations/s for 1 and 2 workers on each executor (serial, process, ray), speed-up, peak RSS,
 # probe / forward+backward: a table, and results/bench-scale.csv
@@ -87,3 +89,19 @@ surrogate: install
 
 clean:
 	rm -rf runs results .pytest_cache
+
+# Evolved-proxy quality over seeds (README "Multi-dataset evolution and quality"): per setting, SEEDS evolutions,
+# one held-out random sample of HELDOUT architectures disjoint from all of them, the seeds' proxies and the baselines
+# params, synflow, naswot, meco scored on it; results/quality.md and results/quality.csv. Every step writes into
+# runs/quality/<space>-<dataset>/[seed-<k>/]; a stopped `make quality` resumes where it stopped.
+# SETTINGS=tss/cifar10,sss/cifar100 picks settings (on the command line; the SETTINGS above are the reproduce
+# targets'); POPULATION, GENERATIONS, SAMPLE_SIZE, BATCH_SIZE override the evolution config (hours at full size).
+QUALITY_SETTINGS := tss/cifar10,tss/cifar100,tss/ImageNet16-120,sss/cifar10,sss/cifar100
+SEEDS ?= 3
+HELDOUT ?= 2000
+.PHONY: quality
+quality: install
+	$(GM) quality --settings "$(if $(filter command line,$(origin SETTINGS)),$(SETTINGS),$(QUALITY_SETTINGS))" \
+	    --seeds $(SEEDS) --heldout $(HELDOUT) $(if $(POPULATION),--population $(POPULATION)) \
+	    $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(SAMPLE_SIZE),--sample-size $(SAMPLE_SIZE)) \
+	    $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) --out runs/quality --table results/quality.md

@@ -688,6 +688,62 @@ def report(runs, out_path):
     click.echo(text)
 
 
+@cli.command()
+@click.option("--settings", "settings_arg", default=None, metavar="SPACE/DATASET,...",
+              help="Settings to run (commas or spaces; default tss/cifar10, tss/cifar100, tss/ImageNet16-120, "
+                   "sss/cifar10, sss/cifar100).")
+@click.option("--seeds", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Evolution seeds per setting (0..N-1).")
+@click.option("--heldout", type=int, default=2000, show_default=True,
+              help="Architectures in each setting's held-out sample (disjoint from every seed's evolution sample).")
+@click.option("--heldout-seed", type=SEED, default=1, show_default=True, help="Seed of the held-out draw.")
+@click.option("--baselines", "baselines_arg", default="params,synflow,naswot,meco", show_default=True,
+              help="Baselines scored on the held-out sample (comma-separated; empty for none).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Evolve config (TOML) for every setting; default: the package defaults and each space's own.")
+@click.option("--population", type=int, default=None)
+@click.option("--generations", type=int, default=None)
+@click.option("--sample-size", type=int, default=None, help="Architectures in each evolution sample.")
+@click.option("--batch-size", type=int, default=None, help="Images in the probe minibatch (evolution and held out).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/quality", show_default=True,
+              help="Run folders: <out>/<space>-<dataset>/seed-<k>/.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default="results/quality.md",
+              show_default=True, help="Markdown table to write; the CSV goes beside it (.csv).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_common
+def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
+            sample_size, batch_size, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
+    """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
+    and tabulate (make quality); a stopped run resumes where it stopped."""
+    from greenmachine.files import check_writable_dir
+    from greenmachine.quality import DEFAULT_SETTINGS, QualityPlan, parse_settings, run_quality
+    from greenmachine.ui import Reporter
+    from greenmachine.workspace import resolve_data_dir
+
+    overrides = {k: v for k, v in {"population": population, "generations": generations, "sample_size": sample_size,
+                                   "batch_size": batch_size}.items() if v is not None}
+    plan = QualityPlan(
+        settings=parse_settings(settings_arg if settings_arg is not None else ",".join(DEFAULT_SETTINGS)),
+        seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,
+        baselines=tuple(b.strip() for b in baselines_arg.split(",") if b.strip()), config_path=config_path,
+        overrides=overrides, device=device,
+    ).validate()
+    check_writable_dir(out_dir, "--out")
+    _check_outputs(table_path, {"table": Path(table_path), "CSV": Path(table_path).with_suffix(".csv")})
+    data = resolve_data_dir(data_dir)
+    reporter = Reporter(quiet=quiet)
+    with reporter.session():
+        results = run_quality(plan, data, Path(out_dir), Path(table_path), _cache(cache_dir, no_cache, data),
+                              reporter)
+    click.echo(Path(table_path).read_text(), nl=False)
+    for r in results:
+        mean, std = r.mean_std()
+        click.echo(f"{r.name}: evolved_mean_kendall_tau={mean:.4f} std={std:.4f} seeds={len(r.seed_taus)} "
+                   f"heldout={r.heldout}")
+    click.echo(f"table={table_path}")
+    click.echo(f"csv={Path(table_path).with_suffix('.csv')}")
+
+
 # `greenmachine search` lives beside the search it drives (search/commands.py imports only click at module level)
 from greenmachine.search.commands import search as _search_command  # noqa: E402
 

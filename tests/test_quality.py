@@ -1,0 +1,149 @@
+"""`make quality` (issue 12, part 2): the whole pipeline on tiny sizes, its table checked against the run files.
+
+Real data: 2 seeds, population 4, 1 generation, evolution samples of 6, a 6-network held-out sample, batch 8. The
+table's numbers are recomputed here from the per-run CSVs (scipy's Kendall tau of the scores against the accuracy),
+not read back from what the pipeline printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from conftest import gm
+from greenmachine.config import EvolveConfig
+from greenmachine.errors import GreenmachineError
+from greenmachine.quality import BASELINES, DEFAULT_BASELINES, QualityPlan, parse_settings, setting_dir
+from greenmachine.search.proxy_gp import run_evolution
+from greenmachine.spaces.truth import load_table
+
+TINY = ["--seeds", 2, "--heldout", 6, "--population", 4, "--generations", 1, "--sample-size", 6, "--batch-size", 8]
+
+
+def _table_rows(md: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| setting"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return "—" if not math.isfinite(x) else f"{x:.3f}"
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tau(values, accuracy) -> float:
+    return float(kendalltau(np.array(values, dtype=float), np.array(accuracy, dtype=float)).statistic)
+
+
+def _check_setting(runs, space, dataset, cells, csv_rows):
+    folder = setting_dir(runs, space, dataset)
+    held = json.loads((folder / "heldout.json").read_text())["indices"]
+    assert len(held) == 6
+    taus, expressions = [], []
+    for k in range(2):
+        run = folder / f"seed-{k}"
+        proxy = json.loads((run / "proxy.json").read_text())
+        assert proxy["seed"] == k and proxy["dataset"] == dataset and proxy["config"]["population"] == 4
+        assert not set(held) & set(proxy["sample_indices"])  # disjoint from EVERY seed's evolution sample
+        rows = _csv(run / "heldout_scores.csv")
+        assert [int(r["index"]) for r in rows] == held  # the same architectures for every seed
+        tau = _tau([r["score"] for r in rows], [r["accuracy"] for r in rows])
+        summary = json.loads((run / "heldout_scores.summary.json").read_text())
+        assert summary["expression"] == proxy["expression"] and math.isclose(summary["kendall_tau"], tau, abs_tol=1e-12)
+        assert cells[3 + k] == _fmt(tau)
+        taus.append(tau)
+        expressions.append(proxy["expression"])
+    assert cells[1] == "6"
+    assert cells[2] == f"{_fmt(statistics.fmean(taus))} ± {_fmt(statistics.stdev(taus))}"
+    base_rows = _csv(folder / BASELINES)
+    assert [int(r["index"]) for r in base_rows] == held  # and for the baselines
+    for pos, name in enumerate(DEFAULT_BASELINES):
+        values = np.array([float(r[name]) for r in base_rows])
+        assert np.isfinite(values).all()
+        tau = _tau(values, [r["accuracy"] for r in base_rows])
+        assert cells[5 + pos] == _fmt(tau), name
+        row = next(r for r in csv_rows if r["setting"] == f"{space}/{dataset}" and r["proxy"] == name)
+        assert math.isclose(float(row["kendall_tau"]), tau, abs_tol=1e-12)
+    assert cells[-1] == "<br>".join(f"{k}: `{e}`" for k, e in enumerate(expressions))
+    for k in range(2):
+        row = next(r for r in csv_rows if r["setting"] == f"{space}/{dataset}" and r["proxy"] == f"seed-{k}")
+        assert row["kind"] == "evolved" and row["expression"] == expressions[k]
+        assert math.isclose(float(row["kendall_tau"]), taus[k], abs_tol=1e-12)
+
+
+def test_quality_pipeline_tiny(tmp_path, env, capsys, data_dir, cache):
+    runs, table = tmp_path / "runs", tmp_path / "results" / "quality.md"
+    code, out, err = gm(capsys, "quality", "--settings", "tss/cifar10,sss/cifar100", *TINY, "--out", runs,
+                        "--table", table, "--quiet")
+    assert code == 0, err
+    md = table.read_text()
+    rows = _table_rows(md)
+    assert list(rows) == ["tss/cifar10", "sss/cifar100"]
+    assert md.splitlines()[0].split(" | ")[3:5] == ["seed 0", "seed 1"]
+    csv_rows = _csv(table.with_suffix(".csv"))
+    assert len(csv_rows) == 2 * (2 + len(DEFAULT_BASELINES))
+    _check_setting(runs, "tss", "cifar10", rows["tss/cifar10"], csv_rows)
+    _check_setting(runs, "sss", "cifar100", rows["sss/cifar100"], csv_rows)
+    assert f"table={table}" in out
+
+    # run again: every step is complete, nothing changes
+    history = (setting_dir(runs, "tss", "cifar10") / "seed-1" / "history.csv").read_text()
+    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,sss/cifar100", *TINY, "--out", runs,
+                      "--table", table, "--quiet")
+    assert code == 0, err
+    assert table.read_text() == md
+    assert (setting_dir(runs, "tss", "cifar10") / "seed-1" / "history.csv").read_text() == history
+
+    # a run stopped during seed 0's evolution (after generation 0) resumes to the same table row
+    stopped = tmp_path / "stopped"
+    truth = load_table(data_dir / "nats" / "tss-hp200.csv", "tss")
+    config = EvolveConfig(seed=0, population=4, generations=0, sample_size=6, batch_size=8)
+    run_evolution(config, truth, data_dir, setting_dir(stopped, "tss", "cifar10") / "seed-0", cache=cache)
+    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10", *TINY, "--out", stopped,
+                      "--table", tmp_path / "stopped.md", "--quiet")
+    assert code == 0, err
+    assert _table_rows((tmp_path / "stopped.md").read_text())["tss/cifar10"] == rows["tss/cifar10"]
+
+    # another held-out size into the same folders is refused, not mixed
+    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10", *TINY[:2], "--heldout", 7, *TINY[4:],
+                      "--out", runs, "--table", table, "--quiet")
+    assert code == 2 and "another held-out sample" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--settings", "tss/mnist"], "unknown dataset 'mnist'"),
+    (["--settings", "tss-cifar10"], "is not SPACE/DATASET"),
+    (["--settings", "ecnas-4v/cifar100"], "ground truth for"),
+    (["--settings", "nope/cifar10"], "unknown search space"),
+    (["--baselines", "params,bogus"], "unknown baseline proxy bogus"),
+    (["--heldout", 1], "at least 2"),
+    (["--population", 0], "population must be at least 1"),
+])
+def test_quality_bad_arguments(tmp_path, env, capsys, args, message):
+    code, _, err = gm(capsys, "quality", *args, "--out", tmp_path / "runs", "--table", tmp_path / "q.md", "--quiet")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_parse_settings_and_plan():
+    assert parse_settings("tss/cifar10, sss/cifar100 tss/ImageNet16-120") == (
+        ("tss", "cifar10"), ("sss", "cifar100"), ("tss", "ImageNet16-120"))
+    plan = QualityPlan().validate()
+    assert [f"{s}/{d}" for s, d in plan.settings] == ["tss/cifar10", "tss/cifar100", "tss/ImageNet16-120",
+                                                      "sss/cifar10", "sss/cifar100"]
+    assert plan.seeds == 3 and plan.heldout == 2000 and plan.baselines == ("params", "synflow", "naswot", "meco")
+    with pytest.raises(GreenmachineError, match="twice"):
+        QualityPlan(settings=(("tss", "cifar10"), ("tss", "cifar10"))).validate()
