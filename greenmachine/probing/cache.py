@@ -23,6 +23,7 @@ import torch
 from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
+from greenmachine.probing.memory import trim_heap
 from greenmachine.probing.probe import GROUPS, NetworkProbe, ProbeSettings, probe_network
 
 if TYPE_CHECKING:
@@ -190,6 +191,8 @@ def _probe_job(settings: ProbeSettings, images, labels, job: tuple[int, str, tup
     part = probe_network(index, arch, settings, images, labels, groups)
     pass_seconds = {g: part.pass_seconds.get(g, 0.0) for g in groups}
     probe = NetworkProbe(index, arch, part.tensors, sum(pass_seconds.values()))
+    del part
+    trim_heap()  # the network's transient tensors are freed: give their pages back (probing/memory.py)
     return JobResult(index, arch, probe, pass_seconds, time.process_time() - cpu0, os.getpid())
 
 

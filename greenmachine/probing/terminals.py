@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from greenmachine.probing.memory import trim_heap
 from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS, WEIGHT_TERMINALS, NetworkProbe
 
 
@@ -36,6 +37,9 @@ class Family:
             if consume:  # free the per-layer copies now: peak memory stays near one copy of the sample
                 for p in probes:
                     del p.tensors[name]
+                # ... and give their pages back: they sit in the heap, the concatenation is a fresh mapping, so
+                # without a trim the process would hold both copies (probing/memory.py)
+                trim_heap(force=True)
 
     @property
     def n_layers(self) -> int:
@@ -67,7 +71,10 @@ class ProbeBatch:
     ``consume=True`` empties the probes as their tensors are concatenated (the caller no longer needs them).
     """
 
-    MEMO_BYTES = 256 * 2**20
+    MEMO_BYTES = 256 * 2**20  # at most, per batch
+    # ... and at most this fraction of the batch's own terminal bytes: a sample cut into many small chunks
+    # (probing/chunking.py) must not hold a full memo per chunk, or memory would grow with the chunk count
+    MEMO_FRACTION = 8
 
     def __init__(
         self, probes: Sequence[NetworkProbe], device: str = "cpu", dtype=torch.float64, consume: bool = False
@@ -90,6 +97,7 @@ class ProbeBatch:
             if consume:
                 for p in probes:
                     del p.tensors[name]
+                trim_heap(force=True)
         # the ReLU-side layer structure, from whichever ReLU-side terminals were probed (a tree may need only one)
         relu_sides = [f.layers_per_net for f in (self.act, self.spectrum) if f.data] + (
             [self.kernel_layers_per_net] if self.kernels else []
@@ -97,6 +105,7 @@ class ProbeBatch:
         self.relu_layers_per_net = relu_sides[0] if relu_sides else torch.zeros(self.n, dtype=torch.long)
         self.memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._memo_bytes = 0
+        self.memo_budget = max(2**20, min(self.MEMO_BYTES, self.nbytes() // self.MEMO_FRACTION))
 
     def relu_per_net(self, layer_values: torch.Tensor, reduce: str) -> torch.Tensor:
         return torch.segment_reduce(layer_values, reduce, lengths=self.relu_layers_per_net, unsafe=True)
@@ -111,11 +120,11 @@ class ProbeBatch:
 
     def remember(self, key: tuple, value: torch.Tensor) -> None:
         size = value.numel() * value.element_size()
-        if size > self.MEMO_BYTES // 8:
+        if size > self.memo_budget // 8:
             return
         self.memo[key] = value
         self._memo_bytes += size
-        while self._memo_bytes > self.MEMO_BYTES:
+        while self._memo_bytes > self.memo_budget:
             _, old = self.memo.popitem(last=False)
             self._memo_bytes -= old.numel() * old.element_size()
 

@@ -25,6 +25,7 @@ from greenmachine.energy.meter import Meter
 from greenmachine.executor import Executor
 from greenmachine.probing.cache import JobResult, ProbeCache, metered_map, probe_sample
 from greenmachine.probing.datasets import DATASETS, probe_batch
+from greenmachine.probing.memory import trim_heap
 from greenmachine.errors import GreenmachineError
 from greenmachine.proxies.fitness import rank_correlations
 from greenmachine.files import write_text_atomic
@@ -105,6 +106,8 @@ def _baseline_job(settings: ProbeSettings, dataset: str, images, labels, names: 
         except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError):
             scores[name] = math.nan
         seconds[f"baseline:{name}"] = time.perf_counter() - t0
+    del inputs, net
+    trim_heap()  # see probing/memory.py
     return JobResult(index, arch, scores, seconds, time.process_time() - cpu0, os.getpid())
 
 

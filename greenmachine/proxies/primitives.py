@@ -28,6 +28,7 @@ import torch
 from deap import gp
 
 from greenmachine.errors import GreenmachineError
+from greenmachine.probing.memory import trim_heap
 from greenmachine.probing.terminals import Family, ProbeBatch
 
 
@@ -374,8 +375,13 @@ def evaluate(tokens: Sequence[str], batch: ProbeBatch) -> torch.Tensor:
 
 
 def evaluate_chunks(tokens: Sequence[str], batches: Sequence[ProbeBatch]) -> torch.Tensor:
-    """Scores of every network of several batches, in order."""
-    return torch.cat([evaluate(tokens, b).cpu() for b in batches])
+    """Scores of every network of several batches, in order. The heap is trimmed between chunks when it has grown
+    (probing/memory.py): each chunk's temporaries have other sizes, and untrimmed they pile up over the chunks."""
+    out = []
+    for b in batches:
+        out.append(evaluate(tokens, b).cpu())
+        trim_heap()
+    return torch.cat(out)
 
 
 def _subtree_ends(tokens: Sequence[str]) -> list[int]:

@@ -1,0 +1,31 @@
+"""The heap trimming that keeps a probing or evaluating process's RSS near what it holds (probing/memory.py)."""
+
+import pytest
+import torch
+
+from greenmachine.errors import GreenmachineError
+from greenmachine.probing import memory
+
+
+def test_resident_bytes_is_this_process_rss():
+    before = memory.resident_bytes()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    assert memory.resident_bytes() >= before + 48 * 2**20
+    del block
+
+
+def test_trim_runs_only_past_the_growth_threshold(monkeypatch):
+    if memory._malloc_trim() is None:
+        pytest.skip("no glibc malloc_trim here")
+    assert memory.trim_heap(force=True)
+    monkeypatch.setenv(memory.TRIM_ENV, str(2**40))
+    assert not memory.trim_heap()  # nothing near a terabyte has been allocated since
+    monkeypatch.setenv(memory.TRIM_ENV, "0")
+    assert memory.trim_heap()
+
+
+@pytest.mark.parametrize("raw", ["-1", "lots", "1e9"])
+def test_a_bad_threshold_is_one_line(monkeypatch, raw):
+    monkeypatch.setenv(memory.TRIM_ENV, raw)
+    with pytest.raises(GreenmachineError, match="GREENMACHINE_TRIM_BYTES must be a non-negative integer"):
+        memory.trim_growth_bytes()
