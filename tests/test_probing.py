@@ -84,3 +84,35 @@ def test_a_tree_needs_only_its_own_pass(tmp_path, data_dir, tss_truth):
     tokens = parse_expression("add(a_sum_layers(e_min(corr_eig)), a_mean_layers(al_one))")
     assert torch.equal(evaluate(tokens, full), evaluate(tokens, only))
     assert float(evaluate(tokens, only).abs().min()) > 0
+
+
+@pytest.mark.parametrize("space,arch", [
+    ("tss", "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_1x1~2|"),
+    ("sss", "8:16:24:32:64"),
+])
+def test_synflow_in_place_matches_the_copy_and_restores_the_network(space, arch):
+    """The probe's synflow pass works on the network itself (no deepcopy): the gradients must be bit-identical to
+    the copied network's (the synflow baseline's reference), and the network must come back exactly as it was."""
+    from greenmachine.probing.probe import init_network, probe_synflow, synflow_network, weighted_layers
+
+    net = init_network(space, arch, "cifar10", 0, 7)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    net.eval()  # running statistics untouched by the comparison forwards
+    out_before = net(x).detach()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    modules_before = [type(m) for m in net.modules()]
+
+    ref = synflow_network(net)
+    torch.sum(ref(torch.ones(1, 3, 32, 32, dtype=torch.float64))).backward()
+    expected = [m.weight.grad.flatten() for m in weighted_layers(ref)]
+    got = probe_synflow(net, 32)["synflow_grad"]
+    assert len(got) == len(expected)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+    after = net.state_dict()
+    assert set(after) == set(before)
+    assert all(after[k].dtype == before[k].dtype and torch.equal(after[k], before[k]) for k in before)
+    assert [type(m) for m in net.modules()] == modules_before
+    assert all(p.grad is None for p in net.parameters())
+    net.eval()
+    assert torch.equal(net(x).detach(), out_before)
