@@ -279,34 +279,50 @@ def render_default_run(record: dict[str, Any]) -> str | None:
     return text + "\n\n" + provenance(first, record)
 
 
+def bench_sections(stdout: str) -> dict[str, dict[str, Any]]:
+    """``make bench`` runs greenmachine.bench once per space; each run starts with its ``device=... space=...``
+    line. The key=value lines of each run, by space (``_head`` holds that first line)."""
+    out: dict[str, dict[str, Any]] = {}
+    current: list[str] = []
+    for line in stdout.splitlines() + ["device=__end__"]:
+        if line.startswith("device=") and current:
+            kv = parse_key_values("\n".join(current))
+            out[str(kv.get("space", f"run{len(out) + 1}"))] = {**kv, "_head": current[0]}
+            current = []
+        if line.startswith("device=") or current:
+            current.append(line)
+    return out
+
+
 def render_bench(record: dict[str, Any]) -> str | None:
     bench = record["runs"].get("bench")
     if not bench:
         return None
     b = bench["extra"]
-    rows = ["| quantity | value |", "|---|---|"]
+    spaces: dict[str, dict[str, Any]] = b.get("spaces") or {str(b.get("space", "tss")): b}
+    names = list(spaces)
+    rows = ["| quantity | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
 
-    def row(label: str, value: str) -> None:
-        rows.append(f"| {label} | {value} |")
+    def row(label: str, key: str, fmt) -> None:
+        if any(key in spaces[n] for n in names):
+            rows.append(f"| {label} | " + " | ".join(fmt(spaces[n]) if key in spaces[n] else "" for n in names) + " |")
 
-    if "probe_seconds_per_network.mean" in b:
-        row("probe seconds per network (all passes)", f"mean {_f(b['probe_seconds_per_network.mean'])}, median "
-            f"{_f(b.get('probe_seconds_per_network.median'))}, max {_f(b.get('probe_seconds_per_network.max'))}")
-    if "forward_backward_seconds_per_network.mean" in b:
-        row("plain train-mode forward+backward, same networks",
-            f"mean {_f(b['forward_backward_seconds_per_network.mean'])} s")
-    if "probe_to_forward_backward_ratio" in b:
-        row("probe / forward+backward", _f(b["probe_to_forward_backward_ratio"], 2))
-    if "probe_joules_per_network.mean" in b:
-        row("probe energy per network (as `make bench` meters it)",
-            f"mean {_f(b['probe_joules_per_network.mean'], 2)} J, max {_f(b.get('probe_joules_per_network.max'), 2)} J")
-    if "probe_megabytes_per_network.mean" in b:
-        row("probe size per network", f"mean {_f(b['probe_megabytes_per_network.mean'], 1)} MB, max "
-            f"{_f(b.get('probe_megabytes_per_network.max'), 1)} MB")
-    if "tree_evaluations_per_second" in b:
-        row("tree evaluations per second (random trees, no memo)", _f(b["tree_evaluations_per_second"], 1))
-    head = b.get("_head", "")
-    return "\n".join(rows) + (f"\n\nSettings: `{head}`." if head else "") + "\n\n" + provenance(bench, record)
+    row("probe seconds per network (all passes)", "probe_seconds_per_network.mean",
+        lambda v: f"mean {_f(v['probe_seconds_per_network.mean'])}, median {_f(v.get('probe_seconds_per_network.median'))}, "
+                  f"max {_f(v.get('probe_seconds_per_network.max'))}")
+    row("plain train-mode forward+backward, same networks", "forward_backward_seconds_per_network.mean",
+        lambda v: f"mean {_f(v['forward_backward_seconds_per_network.mean'])} s")
+    row("probe / forward+backward", "probe_to_forward_backward_ratio",
+        lambda v: _f(v["probe_to_forward_backward_ratio"], 2))
+    row("probe energy per network (as `make bench` meters it)", "probe_joules_per_network.mean",
+        lambda v: f"mean {_f(v['probe_joules_per_network.mean'], 2)} J, max {_f(v.get('probe_joules_per_network.max'), 2)} J")
+    row("probe size per network", "probe_megabytes_per_network.mean",
+        lambda v: f"mean {_f(v['probe_megabytes_per_network.mean'], 1)} MB, max {_f(v.get('probe_megabytes_per_network.max'), 1)} MB")
+    row("tree evaluations per second (random trees, no memo)", "tree_evaluations_per_second",
+        lambda v: _f(v["tree_evaluations_per_second"], 1))
+    heads = [spaces[n].get("_head", "") for n in names if spaces[n].get("_head")]
+    settings = "Settings: " + "; ".join(f"`{h}`" for h in heads) + "." if heads else ""
+    return "\n".join(rows) + (f"\n\n{settings}" if settings else "") + "\n\n" + provenance(bench, record)
 
 
 def render_tests(record: dict[str, Any]) -> str | None:
@@ -445,9 +461,7 @@ def run_step(name: str, work: Path, env: dict[str, str]) -> Measured:
         run.extra = json.loads(summary.read_text()) if summary.is_file() else {}
     elif name == "bench":
         run = run_measured(BENCH, ["make", "--no-print-directory", "-o", ".venv/.installed", "-C", str(ROOT), "bench"], work, env)
-        run.extra = parse_key_values(run.stdout)
-        heads = [line for line in run.stdout.splitlines() if line.startswith("device=")]
-        run.extra["_head"] = heads[0] if heads else ""
+        run.extra = {"spaces": bench_sections(run.stdout)}
     elif name == "energy":
         (work / "naswot.json").write_text(json.dumps(ENERGY_PROXY) + "\n")
         run = run_measured(ENERGY, _gm_argv(ENERGY), work, {**env, "GREENMACHINE_THREADS": "1"})

@@ -41,6 +41,10 @@ forward_backward_seconds_per_network mean=0.808
 probe_to_forward_backward_ratio=2.08
 probe_megabytes_per_network mean=10.6 max=25.4
 tree_evaluations_per_second=31.1 (on 20 cached networks, 621 network-scores/s)
+device=cpu threads=2 space=sss dataset=cifar10 networks=20 batch=64
+probe_seconds_per_network mean=0.910 median=0.800 max=1.500 (wall 19.0 s for 20)
+probe_to_forward_backward_ratio=1.47
+tree_evaluations_per_second=52.5 (on 20 cached networks, 1050 network-scores/s)
 """
 PYTEST_OUT = "....................\n" \
              "231 passed, 2 deselected in 98.12s (0:01:38)\n"
@@ -79,7 +83,7 @@ def _run(command, stdout, extra, wall=275.0, rss=6.5, code=0):
 def record():
     evolve = {**rf.parse_key_values(EVOLVE_OUT), **rf.parse_probe_log(EVOLVE_LOG), "sample_size": 200,
               "sampling": "stratified"}
-    bench = {**rf.parse_key_values(BENCH_OUT), "_head": BENCH_OUT.splitlines()[0]}
+    bench = {"spaces": rf.bench_sections(BENCH_OUT)}
     return {
         "machine": {"cpu": "AMD EPYC 7B13", "cores": 2, "usable_cores": 2, "memory_gb": 31.3, "python": "3.11.9",
                     "threads": "2"},
@@ -99,10 +103,15 @@ def test_parsing_what_the_commands_print():
     assert kv["best_expression"] == "mul(log(w_mean_layers(w_std(synflow_grad))), a_sum_layers(e_min(corr_eig)))"
     assert rf.parse_probe_log(EVOLVE_LOG) == {"probe_seconds": 186.0, "terminals_mb": 2100.5}
     assert rf.parse_probe_log("nothing here") == {}
-    bench = rf.parse_key_values(BENCH_OUT)
+    sections = rf.bench_sections("make: entering\n" + BENCH_OUT)  # one section per space, in order
+    assert list(sections) == ["tss", "sss"]
+    bench = sections["tss"]
     assert bench["probe_seconds_per_network.mean"] == 1.68 and bench["probe_seconds_per_network.max"] == 2.377
     assert bench["probe_to_forward_backward_ratio"] == 2.08 and bench["tree_evaluations_per_second"] == 31.1
     assert bench["threads"] == 2.0 and bench["device"] == "cpu"
+    assert bench["_head"].startswith("device=cpu threads=2 space=tss")
+    assert sections["sss"]["probe_to_forward_backward_ratio"] == 1.47 and "tree_evaluations_per_second" in sections["sss"]
+    assert "probe_joules_per_network.mean" not in sections["sss"]
     assert rf.parse_pytest_summary(PYTEST_OUT) == {"counts": {"passed": 231, "deselected": 2}, "seconds": 98.12}
     assert rf.parse_pytest_summary("= 3 failed, 10 passed in 5.00s =")["counts"] == {"failed": 3, "passed": 10}
     assert rf.duration(275) == "4 min 35 s" and rf.duration(3.25) == "3.2 s" and rf.duration(4000) == "1 h 6 min"
@@ -122,7 +131,7 @@ def test_rewriting_replaces_only_the_blocks_it_has_figures_for(record):
     assert "energy of the held-out score" not in text  # its output had no energy line
     assert "\n```\nmul(log(w_mean_layers(w_std(synflow_grad))), a_sum_layers(e_min(corr_eig)))\n```" in text
     assert "| probe seconds per network (all passes) | mean 1.680, median 1.702, max 2.377 |" in text
-    assert "| probe / forward+backward | 2.08 |" in text
+    assert "| quantity | tss | sss |" in text and "| probe / forward+backward | 2.08 | 1.47 |" in text
     assert "`make test` passed: 231 passed, 2 deselected in 1 min 44 s wall" in text
     # every block says on what machine and how busy it was
     assert text.count("AMD EPYC 7B13, 2 cores, 31 GB") == 3
