@@ -89,3 +89,15 @@ def test_shard_bounds_fall_on_byte_chunks():
     per = shard_chunks(lengths, bounds)
     assert [sum(c) for c in per] == [b - a for a, b in bounds]
     assert [n for c in per for n in c] == lengths
+
+
+def test_shards_balance_bytes_not_chunk_counts():
+    """Byte-bounded chunks differ in size: two shards must split the bytes about evenly, not the chunk count."""
+    lengths = [4, 4, 4, 4]
+    weights = [100.0, 20.0, 20.0, 20.0]  # MB of terminals per chunk
+    assert shard_bounds(16, lengths, 2, weights) == [(0, 4), (4, 16)]  # 100 | 60 MB: nearest half of 160 MB
+    assert shard_bounds(16, lengths, 2) == [(0, 8), (8, 16)]  # by networks
+    assert shard_bounds(16, lengths, 3, weights) == [(0, 4), (4, 8), (8, 16)]  # cuts nearest 53 and 107 MB
+    assert shard_bounds(16, lengths, 9, weights) == [(0, 4), (4, 8), (8, 12), (12, 16)]  # a chunk per shard at most
+    with pytest.raises(ValueError, match="chunk weights"):
+        shard_bounds(16, lengths, 2, [1.0])

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from greenmachine.executor import Executor, ProcessExecutor, RayExecutor, set_torch_threads
-from greenmachine.probing.chunking import plan_chunks
+from greenmachine.probing.chunking import plan_chunks, split
 from greenmachine.probing.probe import NetworkProbe
 from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
 
@@ -37,19 +37,35 @@ from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
 TREE_ERRORS = (RuntimeError, ValueError, ArithmeticError, IndexError, MemoryError)
 
 
-def shard_bounds(n_networks: int, chunk: int | Sequence[int], shards: int) -> list[tuple[int, int]]:
+def shard_bounds(n_networks: int, chunk: int | Sequence[int], shards: int,
+                 weights: Sequence[float] | None = None) -> list[tuple[int, int]]:
     """``(start, stop)`` network positions of each shard: whole chunks (of ``chunk`` networks, or of the given
-    chunk lengths, see ``probing/chunking.py``), spread as evenly as possible over at most ``shards`` shards, in
-    sample order (the chunking never depends on the shard count)."""
+    chunk lengths, see ``probing/chunking.py``) in sample order, cut into at most ``shards`` contiguous groups of
+    about equal weight. ``weights`` gives each chunk's weight (its terminal bytes: a tree's evaluation time is about
+    proportional to them); by default a chunk weighs its number of networks. The chunking never depends on the
+    shard count, so neither does any score.
+
+    Why bytes: with byte-bounded chunks the chunks differ in size, and balancing their count left one of two
+    workers with 127 of 162 MB of terminals (measured in ``make bench-scale``): the other waited."""
     lengths = _chunk_lengths(n_networks, chunk)
     n_chunks = max(1, len(lengths))
     shards = max(1, min(shards, n_chunks))
     starts = [0]
     for n in lengths:
         starts.append(starts[-1] + n)
-    cuts = [round(k * n_chunks / shards) for k in range(shards + 1)]
-    return [(min(n_networks, starts[min(cuts[k], len(lengths))]), min(n_networks, starts[min(cuts[k + 1], len(lengths))]))
-            for k in range(shards)]
+    w = [float(x) for x in (weights if weights is not None else lengths)]
+    if len(w) != len(lengths):
+        raise ValueError(f"{len(w)} chunk weights for {len(lengths)} chunks")
+    acc = [0.0]
+    for x in w:
+        acc.append(acc[-1] + x)
+    cuts = [0]
+    for k in range(1, shards):
+        target = k * acc[-1] / shards
+        lo, hi = cuts[-1] + 1, len(lengths) - (shards - k)  # every shard keeps at least one chunk
+        cuts.append(min(range(lo, hi + 1), key=lambda j: (abs(acc[j] - target), j)))
+    cuts.append(len(lengths))
+    return [(min(n_networks, starts[cuts[k]]), min(n_networks, starts[cuts[k + 1]])) for k in range(shards)]
 
 
 def _chunk_lengths(n_networks: int, chunk: int | Sequence[int]) -> list[int]:
@@ -236,7 +252,9 @@ class ShardedFitness:
         parallel = isinstance(executor, (ProcessExecutor, RayExecutor))
         # chunks of at most ``chunk`` networks whose terminals stay within the byte budget (probing/chunking.py)
         self.chunk_lengths = plan_chunks([p.nbytes() for p in probes], budget, max_networks=chunk)
-        self.bounds = shard_bounds(self.n, self.chunk_lengths, workers if parallel else 1)
+        sizes = [p.nbytes() for p in probes]
+        chunk_bytes = [sum(part) for part in split(sizes, self.chunk_lengths)]
+        self.bounds = shard_bounds(self.n, self.chunk_lengths, workers if parallel else 1, chunk_bytes)
         parts = [probes[a:b] for a, b in self.bounds]
         chunks = shard_chunks(self.chunk_lengths, self.bounds)
         if isinstance(executor, RayExecutor):
