@@ -16,8 +16,8 @@ Why activations are summarised: a full activation map of a NAS-Bench-201 network
 so a 100-network sample would not fit in memory nor evaluate quickly. The probe keeps, per ReLU, the
 channel means of the activation and of its gradient (B x C) and two B x B kernels over the full maps: NASWOT's
 binary-pattern (Hamming) kernel and the cosine-similarity kernel. Weights and gradients are kept whole.
-Per-network footprint (TSS, batch 64): about 3 MB of kernels plus 16 bytes per parameter, i.e. 5-25 MB,
-~12 MB on average; the default 100-network evolution sample takes about 1.2 GB in memory.
+Per-network footprint (TSS, batch 64): about 3 MB of kernels plus 16 bytes per parameter, i.e. 5-40 MB,
+10.6 MB on average; the default 200-network evolution sample takes 2.07 GB in memory.
 """
 
 from __future__ import annotations

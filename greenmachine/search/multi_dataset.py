@@ -16,16 +16,17 @@ tokens, on the driver), so checkpoints resume exactly and every executor gives t
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 from greenmachine.proxies.fitness import combine_taus
-from greenmachine.search.shards import ShardedFitness
+from greenmachine.search.shards import MemoisedFitness, ShardedFitness
 
 
-class MultiDatasetFitness:
+class MultiDatasetFitness(MemoisedFitness):
     """The combined fitness of trees over one :class:`ShardedFitness` per dataset; the interface of ShardedFitness
-    that :class:`~greenmachine.search.proxy_gp.ProxyEvolution` uses (prefetch, __call__, compute, evaluations,
-    nbytes, shards, close), plus :meth:`dataset_taus`."""
+    that :class:`~greenmachine.search.proxy_gp.ProxyEvolution` uses (prefetch, __call__ and compute from
+    :class:`~greenmachine.search.shards.MemoisedFitness`; evaluations, nbytes, shards, close), plus
+    :meth:`dataset_taus`."""
 
     def __init__(self, parts: dict[str, ShardedFitness], combine: str, memo: dict[str, float] | None = None):
         if len(parts) < 2:
@@ -52,31 +53,6 @@ class MultiDatasetFitness:
             self.taus[key] = row
             out.append(combine_taus(row, self.combine))
         return out
-
-    def compute(self, key: str) -> float:
-        """The combined fitness of a tree given as space-joined tokens, never from the memo."""
-        return self.fitness_of([key])[0]
-
-    def prefetch(self, individuals: Iterable[Any]) -> None:
-        from greenmachine.proxies.primitives import tree_tokens
-
-        keys: list[str] = []
-        for ind in individuals:
-            key = " ".join(tree_tokens(ind))
-            if key not in self.memo and key not in keys:
-                keys.append(key)
-        for key, fit in zip(keys, self.fitness_of(keys)):
-            self.memo[key] = fit
-        self.evaluations += len(keys)
-
-    def __call__(self, individual) -> tuple[float]:
-        from greenmachine.proxies.primitives import tree_tokens
-
-        key = " ".join(tree_tokens(individual))
-        if key not in self.memo:
-            self.evaluations += 1
-            self.memo[key] = self.compute(key)
-        return (self.memo[key],)
 
     def dataset_taus(self, key: str) -> dict[str, float]:
         """The per-dataset taus of a tree (recomputed, without counting an evaluation, when not known: after a

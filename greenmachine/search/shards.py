@@ -232,14 +232,49 @@ class _RayShards:
         self.actors = []
 
 
-class ShardedFitness:
-    """Kendall tau of trees on a probed sample held in shards; memoised by the tree's tokens, on the driver.
+class MemoisedFitness:
+    """The driver side of a fitness: a memo by tree tokens and an evaluation counter around ``fitness_of``.
 
-    ``prefetch(individuals)`` scores every tree of a population not yet in the memo in one round over the shards
-    (one call per shard per generation); ``__call__`` is DEAP's per-individual evaluate and reads the memo (it
-    evaluates a tree on its own only when it was not prefetched). ``compute(key)`` always recomputes (resume checks).
-    ``probes`` are consumed: their tensors move into the shards.
-    """
+    ``prefetch(individuals)`` scores every tree of a population not yet in the memo in one round (one call per
+    shard per generation); ``__call__`` is DEAP's per-individual evaluate and reads the memo (it evaluates a tree
+    on its own only when it was not prefetched); ``compute(key)`` always recomputes (resume checks). Subclasses
+    give ``fitness_of(keys)``; the memo and the counter never leave the driver, so the workers stay pure."""
+
+    memo: dict[str, float]
+    evaluations: int
+
+    def fitness_of(self, keys: Sequence[str]) -> list[float]:
+        raise NotImplementedError
+
+    def compute(self, key: str) -> float:
+        """The fitness of a tree given as space-joined tokens, never from the memo."""
+        return self.fitness_of([key])[0]
+
+    def prefetch(self, individuals: Iterable[Any]) -> None:
+        from greenmachine.proxies.primitives import tree_tokens
+
+        keys: list[str] = []
+        for ind in individuals:
+            key = " ".join(tree_tokens(ind))
+            if key not in self.memo and key not in keys:
+                keys.append(key)
+        for key, fit in zip(keys, self.fitness_of(keys)):
+            self.memo[key] = fit
+        self.evaluations += len(keys)
+
+    def __call__(self, individual) -> tuple[float]:
+        from greenmachine.proxies.primitives import tree_tokens
+
+        key = " ".join(tree_tokens(individual))
+        if key not in self.memo:
+            self.evaluations += 1
+            self.memo[key] = self.compute(key)
+        return (self.memo[key],)
+
+
+class ShardedFitness(MemoisedFitness):
+    """Kendall tau of trees on a probed sample held in shards; memoised by the tree's tokens, on the driver
+    (:class:`MemoisedFitness`). ``probes`` are consumed: their tensors move into the shards."""
 
     def __init__(self, probes: list[NetworkProbe], accuracy: np.ndarray, executor: Executor | None = None,
                  chunk: int = 50, device: str = "cpu", memo: dict[str, float] | None = None,
@@ -282,31 +317,6 @@ class ShardedFitness:
         """Each tree's Kendall tau (WORST_FITNESS for a tree that fails, is non-finite or constant anywhere)."""
         return [kendall_fitness(row, self.accuracy) for row in self.scores(keys)]
 
-    def compute(self, key: str) -> float:
-        """The fitness of a tree given as space-joined tokens, never from the memo."""
-        return self.fitness_of([key])[0]
-
-    def prefetch(self, individuals: Iterable[Any]) -> None:
-        from greenmachine.proxies.primitives import tree_tokens
-
-        keys: list[str] = []
-        for ind in individuals:
-            key = " ".join(tree_tokens(ind))
-            if key not in self.memo and key not in keys:
-                keys.append(key)
-        for key, fit in zip(keys, self.fitness_of(keys)):
-            self.memo[key] = fit
-        self.evaluations += len(keys)
-
-    def __call__(self, individual) -> tuple[float]:
-        from greenmachine.proxies.primitives import tree_tokens
-
-        key = " ".join(tree_tokens(individual))
-        if key not in self.memo:
-            self.evaluations += 1
-            self.memo[key] = self.compute(key)
-        return (self.memo[key],)
-
     def nbytes(self) -> list[int]:
         """Bytes of terminals each shard holds."""
         return self._shards.nbytes()
@@ -319,4 +329,4 @@ class ShardedFitness:
         self._shards.close()
 
 
-__all__ = ["ShardWorker", "ShardedFitness", "shard_bounds", "shard_chunks", "WORST_FITNESS"]
+__all__ = ["MemoisedFitness", "ShardWorker", "ShardedFitness", "shard_bounds", "shard_chunks", "WORST_FITNESS"]
