@@ -255,16 +255,13 @@ def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_
     reporter = Reporter(quiet=quiet)
     meter = _meter(config.device, energy_settings)
     pool = _executor(config.executor, config.workers, config.ray_address, config.device)
-    try:
-        with reporter.session():
-            truth = load_space_truth(data, config.space, reporter)
-            # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
-            metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
-            engine_j0 = meter.joules()
-            result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache, data), resume=resume,
-                                   reporter=reporter, executor=pool, **metered)
-    finally:
-        pool.close()
+    with pool_closed(pool), reporter.session():
+        truth = load_space_truth(data, config.space, reporter)
+        # the engine records cumulative joules per generation when it takes the meter (search/engine.py)
+        metered = {"meter": meter} if "meter" in inspect.signature(run_evolution).parameters else {}
+        engine_j0 = meter.joules()
+        result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache, data), resume=resume,
+                               reporter=reporter, executor=pool, **metered)
     energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result,
                                   meter.joules() - engine_j0, out / "proxy.json")
     out_console.print(evolution_summary(config, result, energy_block))

@@ -214,11 +214,9 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
                                   reporter=reporter)
             write_scores_csv(result, run / SCORES)
             write_score_summary(result, run / "proxy.json", space, dataset, "random", plan.heldout_seed,
-                                run / SCORES_SUMMARY)
-            summary = json.loads((run / SCORES_SUMMARY).read_text())  # which tree was scored (see _done)
-            summary.update(expression=proxy.expression, probe_seed=plan.heldout_probe_seed,
-                           batch_size=settings.batch_size)
-            write_text_atomic(run / SCORES_SUMMARY, json.dumps(summary, indent=2) + "\n")
+                                run / SCORES_SUMMARY,
+                                extra={"expression": proxy.expression,  # which tree was scored (see _done)
+                                       "probe_seed": plan.heldout_probe_seed, "batch_size": settings.batch_size})
         summary = json.loads((run / SCORES_SUMMARY).read_text())
         taus.append(_number(summary["kendall_tau"]))
         rhos.append(_number(summary["spearman_rho"]))

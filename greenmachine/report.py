@@ -59,7 +59,9 @@ def summary_path(csv_path: str | Path) -> Path:
 
 
 def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: str, seed: int, path: Path,
-                        energy: dict | None = None) -> None:
+                        energy: dict | None = None, extra: dict | None = None) -> None:
+    """``scores.summary.json`` of a held-out score; ``extra`` adds fields a caller records beside them (make quality:
+    which tree was scored, under which probe protocol), written in the same atomic write."""
     summary = {
         "proxy": str(proxy_path),
         "space": space,
@@ -74,6 +76,7 @@ def write_score_summary(result, proxy_path, space: str, dataset: str, sampling: 
     }
     if energy is not None:
         summary["energy"] = energy
+    summary.update(extra or {})
     write_text_atomic(path, json.dumps(summary, indent=2) + "\n")
 
 

@@ -219,9 +219,9 @@ class ProxyEvolution:
         self.datasets: list[str] = list(config.datasets) or [config.dataset]
         self.indices = sample_indices(truth, config.dataset, config.sample_size, config.sampling, seed=config.seed,
                                       strata=config.strata, exclude=_missing_truth(truth, self.datasets))
-        self.settings = probe_settings(config.space, config.dataset, config.batch_size, config.seed, config.device)
         self.dataset_settings = {d: probe_settings(config.space, d, config.batch_size, config.seed, config.device)
                                  for d in self.datasets}
+        self.settings = self.dataset_settings[config.dataset]  # the first dataset's (config.dataset is datasets[0])
         self.multi = len(self.datasets) > 1
         self.history_fields = list(HISTORY_FIELDS)
         if self.multi:
@@ -424,7 +424,6 @@ class ProxyEvolution:
             json.dumps([{"expression": tree_expression(t), "tokens": list(t), "kendall_tau": f, "size": len(t)}
                         for t, f in self.hof.items], indent=2) + "\n",
         )
-
 
     def _proxy_datasets(self, tokens: list[str]) -> dict[str, Any]:
         """What proxy.json says of a multi-dataset run: its datasets (the first stratified the sample and is the
