@@ -59,6 +59,10 @@ class EvolveConfig:
     # put the baselines that the GP language expresses (synflow, snip, grad_norm, naswot, #conv params, MeCo on
     # ReLU inputs) in generation 0; off by default, so that what a run finds is found by evolution
     seed_classics: bool = False
+    # let the GP draw the structural terminals too (wl_depth, al_depth: where a layer sits in its network;
+    # primitives.STRUCTURAL). Off by default so that the language, and so the seeded results, of earlier runs stay
+    # as they were; on in the SSS space's defaults, whose accuracy is decided by which stage is wide
+    structural: bool = False
     batch_size: int = 64
     seed: int = 0
     device: str = "cpu"

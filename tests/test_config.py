@@ -46,3 +46,32 @@ def test_bad_configs(tmp_path):
         load_config(tmp_path / "missing.toml")
     with pytest.raises(GreenmachineError, match="crossover_prob"):
         EvolveConfig(crossover_prob=2.0).validate()
+
+
+def test_structural_terminals_are_on_in_the_sss_defaults_only(tmp_path):
+    sss, tss = load_config(None, space="sss"), load_config(None, space="tss")
+    assert sss.structural and (sss.population, sss.generations) == (150, 30)
+    assert not tss.structural and tss == EvolveConfig()
+    p = tmp_path / "c.toml"
+    p.write_text("space = 'sss'\nstructural = false\n")
+    assert load_config(p).structural is False  # a file overrides the space's defaults
+    p.write_text("structural = 'yes'\n")
+    with pytest.raises(GreenmachineError, match="structural must be bool"):
+        load_config(p)
+    for path in CONFIGS:  # the published SSS settings keep their own budget and get the terminals
+        cfg = load_config(path)
+        assert cfg.structural == (cfg.space == "sss")
+
+
+def test_the_toolbox_draws_structural_terminals_only_when_asked():
+    import random
+
+    from greenmachine.executor import SerialExecutor
+    from greenmachine.proxies.primitives import STRUCTURAL
+    from greenmachine.search.proxy_gp import make_toolbox
+
+    for structural in (False, True):
+        tb = make_toolbox(EvolveConfig(structural=structural), lambda ind: (0.0,), SerialExecutor())
+        random.seed(0)
+        drawn = {node.name for _ in range(400) for node in tb.expr()}
+        assert bool(set(STRUCTURAL) & drawn) == structural

@@ -117,3 +117,51 @@ def test_fitness_rules():
     assert kendall_fitness(np.array([1.0, np.nan, 3.0]), acc) == WORST_FITNESS
     assert kendall_fitness(np.array([1.0, np.inf, 3.0]), acc) == WORST_FITNESS
     assert kendall_fitness(np.array([2.0, 2.0, 2.0]), acc) == WORST_FITNESS
+
+
+def test_structural_terminals_equal_direct_layer_positions(sample):
+    """wl_depth is k/L over a network's Conv2d/Linear layers in module order, al_depth k/L over its ReLU calls in
+    forward order: checked against the networks themselves."""
+    import torch
+    from torch import nn
+
+    batch, direct_inputs = sample
+    depth_params = evaluate(parse_expression("w_mean_layers(wl_mul(wl_log(w_count(weight)), wl_depth))"), batch)
+    relu_depth = evaluate(parse_expression("a_sum_layers(al_depth)"), batch)
+    for k, inp in enumerate(direct_inputs):
+        layers = [m for m in inp.network.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        n = len(layers)
+        direct = np.mean([np.log(m.weight.numel()) * (j + 1) / n for j, m in enumerate(layers)])
+        assert depth_params[k].item() == pytest.approx(direct, rel=1e-6)  # float32 counts
+        calls = []
+        handles = [m.register_forward_pre_hook(lambda *a: calls.append(1)) for m in inp.network.modules()
+                   if isinstance(m, nn.ReLU)]
+        with torch.no_grad():
+            inp.network(inp.images)
+        for h in handles:
+            h.remove()
+        assert relu_depth[k].item() == pytest.approx(sum((j + 1) / len(calls) for j in range(len(calls))))
+    assert np.ptp(depth_params.numpy()) > 0
+
+
+def test_structural_terminals_are_opt_in_for_evolution_but_always_loadable():
+    from greenmachine.proxies.primitives import STRUCTURAL
+
+    plain, full = primitive_set(), primitive_set(structural=True)
+    names = lambda pset: {t.name for ts in pset.terminals.values() for t in ts}  # noqa: E731
+    assert not set(STRUCTURAL) & names(plain) and set(STRUCTURAL) <= names(full)
+    random.seed(1)
+    drawn = {t for _ in range(300) for t in tree_tokens(gp.PrimitiveTree(gp.genHalfAndHalf(plain, 1, 5)))}
+    assert not set(STRUCTURAL) & drawn
+    tokens = parse_expression("w_mean_layers(wl_mul(wl_log(w_count(weight)), wl_depth))")
+    assert tree_tokens(tree_from_tokens(tokens)) == tokens  # a proxy file may use them whatever its run's config
+
+
+def test_relu_layer_constants_probe_the_relu_structure():
+    """al_one / al_depth read the ReLUs' layer structure, which only the ce pass records: a tree of them and
+    synflow terms needs the ce pass too (it once scored NaN)."""
+    from greenmachine.proxies.scoring import probe_passes
+
+    tokens = parse_expression("add(w_sum_layers(w_sum(synflow_grad)), a_sum_layers(al_depth))")
+    assert set(probe_passes(tokens)) == {"ce", "synflow"}
+    assert probe_passes(parse_expression("w_sum_layers(w_sum(synflow_grad))")) == ("synflow",)

@@ -173,6 +173,22 @@ def _const(value: float, kind: str) -> Callable:
     return fn
 
 
+def relative_depth(layers_per_net: torch.Tensor) -> torch.Tensor:
+    """k/L for the k-th (1-based) of the L layers of each network, concatenated over the networks."""
+    total = int(layers_per_net.sum())
+    starts = torch.cumsum(layers_per_net, 0) - layers_per_net
+    position = torch.arange(1, total + 1, device=layers_per_net.device) - torch.repeat_interleave(starts, layers_per_net)
+    return position / torch.repeat_interleave(layers_per_net, layers_per_net)
+
+
+def _depth(kind: str) -> Callable:
+    def fn(b: ProbeBatch) -> torch.Tensor:
+        lengths = b.weight.layers_per_net if kind == "w" else b.relu_layers_per_net
+        return relative_depth(lengths).to(b.device, b.dtype)
+
+    return fn
+
+
 def _terminal(family: str, name: str) -> Callable:
     def fn(b: ProbeBatch) -> torch.Tensor:
         store = {"w": b.weight.data, "a": b.act.data, "e": b.spectrum.data, "k": b.kernels}[family]
@@ -205,19 +221,33 @@ def build_ops() -> list[Op]:
         ops.append(Op(name, (), KTensor, _terminal("k", name), "kernel terminal"))
     ops.append(Op("wl_one", (), WLayer, _const(1.0, "w"), "1 per weighted layer"))
     ops.append(Op("al_one", (), ALayer, _const(1.0, "a"), "1 per ReLU"))
+    # structural terminals (opt-in, STRUCTURAL): where a layer sits in its network, in the order the probe lists
+    # layers (weighted layers in module order, ReLUs in the order the forward pass calls them). Per-layer parameter
+    # counts weighted by depth say which stage's width a network spends its parameters on, which decides SSS
+    # CIFAR-100 accuracy (README, "Proxy quality")
+    ops.append(Op("wl_depth", (), WLayer, _depth("w"), "k/L for the k-th of a network's L weighted layers"))
+    ops.append(Op("al_depth", (), ALayer, _depth("a"), "k/L for the k-th of a network's L ReLUs"))
     for name, value in (("c_half", 0.5), ("c_one", 1.0), ("c_two", 2.0), ("c_ten", 10.0)):
         ops.append(Op(name, (), Net, _const(value, "net"), f"the constant {value}"))
     return ops
 
 
 OPS: dict[str, Op] = {op.name: op for op in build_ops()}
+# Terminals an evolution draws only when its config asks (``structural = true``): the language that earlier runs
+# evolved in, and their seeded results, stay as they were. Every proxy file may use them (tree_from_tokens).
+STRUCTURAL = ("wl_depth", "al_depth")
+# ReLU-side layer constants need the ReLU structure, which only the ce pass records (terminals_of)
+_RELU_STRUCTURE = {"al_one", "al_depth"}
 
 
-@lru_cache(maxsize=1)
-def primitive_set() -> gp.PrimitiveSetTyped:
-    """The DEAP primitive set. Its functions are the implementations above; it is never compiled."""
+@lru_cache(maxsize=2)
+def primitive_set(structural: bool = False) -> gp.PrimitiveSetTyped:
+    """The DEAP primitive set; without ``structural`` it leaves out :data:`STRUCTURAL`. Its functions are the
+    implementations above; it is never compiled."""
     pset = gp.PrimitiveSetTyped("PROXY", [], Net)
     for op in OPS.values():
+        if op.name in STRUCTURAL and not structural:
+            continue
         if op.arity:
             pset.addPrimitive(op.fn, list(op.args), op.ret, name=op.name)
         else:
@@ -307,7 +337,7 @@ def check_tokens(tokens: Sequence[str]) -> None:
 
 def tree_from_tokens(tokens: Sequence[str]) -> gp.PrimitiveTree:
     check_tokens(tokens)
-    pset = primitive_set()
+    pset = primitive_set(structural=True)
     return gp.PrimitiveTree([pset.mapping[t] for t in tokens])
 
 
@@ -338,7 +368,12 @@ def tree_expression(tokens: Sequence[str]) -> str:
 
 
 def terminals_of(tokens: Sequence[str]) -> set[str]:
-    return {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor)}
+    """The probed terminals a tree reads; a ReLU-side layer constant (``al_one``, ``al_depth``) reads the ReLU
+    structure, so it counts as ``act`` (without it, a tree of such a constant and synflow terms had no ReLUs)."""
+    found = {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor)}
+    if _RELU_STRUCTURE & set(tokens) and not found & {"act", "act_grad", "corr_eig", "relu_kernel", "act_cosine"}:
+        found.add("act")
+    return found
 
 
 SMALL_TYPES = (Net, WLayer, ALayer)

@@ -146,7 +146,7 @@ def cx_one_point(ind1, ind2):
 
 
 def make_toolbox(config: EvolveConfig, fitness: Callable, executor: Executor) -> base.Toolbox:
-    pset = primitive_set()
+    pset = primitive_set(structural=config.structural)
     tb = base.Toolbox()
     tb.register("expr", gp.genHalfAndHalf, pset=pset, min_=config.init_min_depth, max_=config.init_max_depth)
     tb.register("individual", tools.initIterate, creator.GMIndividual, tb.expr)
