@@ -19,7 +19,8 @@ PUBLISHED_TAU = {("tss", "cifar10"): 0.78, ("tss", "cifar100"): 0.71, ("sss", "c
 
 
 def evolution_summary(config: EvolveConfig, result, energy: dict | None = None) -> Table:
-    table = Table(title=f"greenmachine evolve: {config.space} / {config.dataset}", show_header=False)
+    datasets = " + ".join(config.datasets) or config.dataset  # a multi-dataset run names all of them
+    table = Table(title=f"greenmachine evolve: {config.space} / {datasets}", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     last = result.history[-1] if result.history else {}

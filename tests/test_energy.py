@@ -229,6 +229,20 @@ def test_training_energy_avoided_is_train_seconds_x_epochs_x_power(tss_truth):
     assert te.kwh == pytest.approx(2.5) and "measured" in te.method
 
 
+def test_a_multi_dataset_evolution_stands_in_for_training_on_every_dataset(tss_truth):
+    from greenmachine.energy.accounting import training_energy_all
+
+    idx = [3, 17, 284]
+    datasets = ("cifar10", "cifar100", "ImageNet16-120")
+    te = training_energy_all(tss_truth, datasets, idx, 300.0)
+    assert te.kwh == pytest.approx(sum(training_energy(tss_truth, d, idx, 300.0).kwh for d in datasets))
+    assert te.architectures == 3 and te.method.count("_train_s_per_epoch") == 3
+    assert training_energy_all(tss_truth, ("cifar10",), idx, 300.0) == training_energy(tss_truth, "cifar10", idx, 300.0)
+    sss = load_table(DATA / "nats" / "sss-hp90.csv", "sss")
+    te = training_energy_all(sss, ("cifar10", "cifar100"), idx, 300.0)
+    assert te.kwh is None and "no training times for cifar10" in te.reason
+
+
 def test_the_summary_line_names_source_cache_parts_and_ratio():
     block = {"networks": 500, "networks_from_cache": 0, "probing_j": 41_000.0, "joules": 45_000.0, "co2eq_g": 9.26,
              "estimated": True, "source": "estimate", "training_kwh_avoided": 2310.0}

@@ -164,3 +164,16 @@ def test_cli_multi_run_and_score_on_one_dataset(tmp_path, env, capsys):
         assert code == 0, err
         assert f"dataset={dataset}" in out
         assert f"kendall_tau={data['dataset_taus'][dataset]:.4f}" in out
+
+
+def test_the_summary_title_names_every_dataset(tmp_path):
+    from types import SimpleNamespace
+
+    from greenmachine.config import EvolveConfig
+    from greenmachine.report import evolution_summary
+
+    result = SimpleNamespace(history=[{"generation": 1, "evaluations": 4}], best_fitness=0.5, best_expression="c_one",
+                             sample_indices=[1, 2], probe_seconds=1.0, seconds=2.0, out_dir=tmp_path)
+    multi = EvolveConfig(dataset="cifar10", datasets=("cifar10", "cifar100"))
+    assert evolution_summary(multi, result).title == "greenmachine evolve: tss / cifar10 + cifar100"
+    assert evolution_summary(EvolveConfig(), result).title == "greenmachine evolve: tss / cifar10"

@@ -113,6 +113,21 @@ def training_energy(truth, dataset: str, indices: Iterable[int], training_device
     return TrainingEnergy(float(vals.sum()) * epochs * training_device_w / J_PER_KWH, n, method)
 
 
+def training_energy_all(truth, datasets: Sequence[str], indices: Iterable[int],
+                        training_device_w: float) -> TrainingEnergy:
+    """Training every architecture on every dataset of a multi-dataset evolution: what its one proxy stands in for.
+    The sum of :func:`training_energy` per dataset; unknown (with the first dataset's reason) if any is unknown."""
+    indices = list(indices)
+    parts = [training_energy(truth, d, indices, training_device_w) for d in datasets]
+    if len(parts) == 1:
+        return parts[0]
+    method = " + ".join(p.method for p in parts)
+    for p in parts:
+        if p.kwh is None:
+            return TrainingEnergy(None, p.architectures, method, p.reason)
+    return TrainingEnergy(sum(p.kwh for p in parts), parts[0].architectures, method)
+
+
 def energy_block(meter: Meter, settings: EnergySettings, training: TrainingEnergy | None, command: str,
                  networks: int, joules: float | None = None) -> dict[str, Any]:
     """The ``energy`` block of a summary JSON.
