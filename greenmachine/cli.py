@@ -225,11 +225,14 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last generation.")
 @click.option("--seed-baselines/--no-seed-baselines", default=None,
               help="Put the baselines the GP language expresses (synflow, snip, grad_norm, naswot, ...) in generation 0.")
+@click.option("--structural/--no-structural", default=None,
+              help="Let the GP use the structural terminals wl_depth and al_depth (where a layer sits in its "
+                   "network); default from the config: on for sss, off elsewhere.")
 @_executor_options_no_workers
 @_energy_options
 @_common
 def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
-           out_dir, device, resume, seed_baselines, data_dir, cache_dir, no_cache, quiet,
+           out_dir, device, resume, seed_baselines, structural, data_dir, cache_dir, no_cache, quiet,
            carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None, ray_address=None):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
@@ -243,8 +246,8 @@ def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_
     config = base.override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
-        seed_classics=seed_baselines, executor=executor, ray_address=ray_address, datasets=datasets,
-        combine=combine,
+        seed_classics=seed_baselines, structural=structural, executor=executor, ray_address=ray_address,
+        datasets=datasets, combine=combine,
     ).validate()
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     data = resolve_data_dir(data_dir)
@@ -262,7 +265,7 @@ def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_
         engine_j0 = meter.joules()
         result = run_evolution(config, truth, data, out, cache=_cache(cache_dir, no_cache, data), resume=resume,
                                reporter=reporter, executor=pool, **metered)
-    energy_block = _evolve_energy(meter, energy_settings, truth, config.dataset, result,
+    energy_block = _evolve_energy(meter, energy_settings, truth, config.datasets or (config.dataset,), result,
                                   meter.joules() - engine_j0, out / "proxy.json")
     out_console.print(evolution_summary(config, result, energy_block))
     click.echo(f"best_kendall_tau={result.best_fitness:.4f}")
@@ -622,14 +625,15 @@ def _echo_energy(block: dict) -> None:
                f"co2eq_g={block['co2eq_g']:.4g} training_kwh_avoided={'null' if avoided is None else f'{avoided:.6g}'}")
 
 
-def _evolve_energy(meter, energy_settings, truth, dataset: str, result, engine_j: float, proxy_path: Path) -> dict:
+def _evolve_energy(meter, energy_settings, truth, datasets: tuple[str, ...], result, engine_j: float,
+                   proxy_path: Path) -> dict:
     """The energy block of an evolution, added to its proxy.json (the run record) and returned for the summary.
 
     A resumed run is one run: the engine's checkpoint keeps the joules of the earlier parts (``result.extra``), and
     they are added to what this invocation measured (``engine_j`` is this part's share of the engine's total)."""
     import json
 
-    from greenmachine.energy.accounting import energy_block, training_energy
+    from greenmachine.energy.accounting import energy_block, training_energy_all
     from greenmachine.files import write_text_atomic
 
     indices = result.sample_indices
@@ -637,7 +641,7 @@ def _evolve_energy(meter, energy_settings, truth, dataset: str, result, engine_j
     parts = int(extra.get("parts") or 1)
     earlier = max(0.0, float(extra["joules"]) - engine_j) if parts > 1 and extra.get("joules") is not None else 0.0
     block = energy_block(meter, energy_settings,
-                         training_energy(truth, dataset, indices, energy_settings.training_device_w),
+                         training_energy_all(truth, datasets, indices, energy_settings.training_device_w),
                          "evolve", len(indices), joules=meter.joules() + earlier)
     block.update(parts=parts, earlier_parts_j=earlier)
     if proxy_path.is_file():
@@ -702,6 +706,10 @@ def report(runs, out_path):
 @click.option("--generations", type=int, default=None)
 @click.option("--sample-size", type=int, default=None, help="Architectures in each evolution sample.")
 @click.option("--batch-size", type=int, default=None, help="Images in the probe minibatch (evolution and held out).")
+@click.option("--structural/--no-structural", default=None,
+              help="Let the GP use the structural terminals (default from the config: on for sss, off elsewhere).")
+@click.option("--transfer/--no-transfer", default=True, show_default=True,
+              help="Also score every seed's proxy on the held-out samples of the other datasets of its space.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/quality", show_default=True,
               help="Run folders: <out>/<space>-<dataset>/seed-<k>/.")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default="results/quality.md",
@@ -709,7 +717,7 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, batch_size, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
+            sample_size, batch_size, structural, transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
     from greenmachine.files import check_writable_dir
@@ -718,12 +726,12 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
     from greenmachine.workspace import resolve_data_dir
 
     overrides = {k: v for k, v in {"population": population, "generations": generations, "sample_size": sample_size,
-                                   "batch_size": batch_size}.items() if v is not None}
+                                   "batch_size": batch_size, "structural": structural}.items() if v is not None}
     plan = QualityPlan(
         settings=parse_settings(settings_arg if settings_arg is not None else ",".join(DEFAULT_SETTINGS)),
         seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,
         baselines=tuple(b.strip() for b in baselines_arg.split(",") if b.strip()), config_path=config_path,
-        overrides=overrides, device=device,
+        overrides=overrides, device=device, transfer=transfer,
     ).validate()
     check_writable_dir(out_dir, "--out")
     _check_outputs(table_path, {"table": Path(table_path), "CSV": Path(table_path).with_suffix(".csv")})
@@ -739,6 +747,32 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
                    f"heldout={r.heldout}")
     click.echo(f"table={table_path}")
     click.echo(f"csv={Path(table_path).with_suffix('.csv')}")
+
+
+@cli.command()
+@click.option("--space", type=SPACE, default="sss", show_default=True)
+@click.option("--dataset", type=DATASET, default="cifar10", show_default=True)
+@click.option("--sample-size", type=int, default=2000, show_default=True,
+              help="Architectures per random sample ranked (from the half not trained on).")
+@click.option("--draws", type=int, default=20, show_default=True, help="Random samples drawn.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split and of the draws.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Data folder (nats/); default $GREENMACHINE_DATA.")
+def ceiling(space, dataset, sample_size, draws, seed, data_dir):
+    """How well predictors fitted on half the benchmark's accuracies rank random samples of the other half: the
+    reference a zero-cost proxy is measured against (README, Proxy quality)."""
+    from greenmachine.ceiling import encoding_ceiling
+    from greenmachine.spaces import get_space
+    from greenmachine.workspace import load_space_truth, resolve_data_dir
+
+    space_obj = get_space(space)
+    space_obj.check_dataset(dataset)
+    truth = load_space_truth(resolve_data_dir(data_dir), space)
+    r = encoding_ceiling(truth, space_obj, dataset, sample_size, draws, seed)
+    click.echo(f"{space}/{dataset}: predictors fitted on {r.trained_on:,} architectures' accuracies rank "
+               f"{r.draws} random samples of {r.sample_size:,} from the other half at Kendall tau")
+    click.echo(f"boosted_trees_kendall_tau={r.boosted[0]:.4f} std={r.boosted[1]:.4f}")
+    click.echo(f"linear_kendall_tau={r.linear[0]:.4f} std={r.linear[1]:.4f}")
 
 
 # `greenmachine search` lives beside the search it drives (search/commands.py imports only click at module level)

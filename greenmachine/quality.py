@@ -11,8 +11,12 @@ For every setting (a space and a dataset) the pipeline
 4. scores the baselines (default ``params``, ``synflow``, ``naswot``, ``meco``; the baselines code path,
    :func:`~greenmachine.proxies.comparison.compare`) on the same architectures into ``baselines.csv`` and its
    ``.summary.json``;
-5. writes the markdown table (setting | evolved mean +- std over seeds | each seed | baselines | expressions) and a
-   CSV with one row per proxy and setting.
+5. with ``transfer`` (the default), once every setting is done: scores every seed's proxy on the held-out sample of
+   each OTHER dataset of the same space (minus that proxy's own evolution sample, so the architectures stay
+   unseen), into ``<out>/<space>-<dst>/transfer/from-<src>-seed-<k>.csv`` and its ``.summary.json``;
+6. writes the markdown table (setting | evolved mean +- std over seeds | each seed | baselines | expressions), one
+   transfer table per space with two or more datasets (evolved on x scored on, mean +- std over seeds; the
+   diagonal is step 3), and a CSV with one row per proxy, setting and (for transfer) source dataset.
 
 Why one held-out sample and one probe protocol for everything of a setting: the seeds and the baselines are then
 compared on identical inputs (the same networks, the same minibatch, the same initialisation: batch size of the
@@ -47,6 +51,7 @@ SCORES_SUMMARY = "heldout_scores.summary.json"
 BASELINES = "baselines.csv"
 BASELINES_SUMMARY = "baselines.summary.json"
 HELDOUT = "heldout.json"
+TRANSFER = "transfer"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class QualityPlan:
     config_path: str | None = None  # a TOML evolve config; None = the package defaults and the space's own
     overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, batch_size
     device: str = "cpu"
+    # score every seed's proxy on the held-out samples of the plan's other datasets of the same space (transfer)
+    transfer: bool = True
 
     def validate(self) -> "QualityPlan":
         from greenmachine.config import check_seed
@@ -107,6 +114,14 @@ def parse_settings(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def mean_std(taus: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n-1) over the seeds with a finite tau; NaN where undefined."""
+    finite = [t for t in taus if math.isfinite(t)]
+    mean = statistics.fmean(finite) if finite else math.nan
+    std = statistics.stdev(finite) if len(finite) >= 2 else math.nan
+    return mean, std
+
+
 @dataclass
 class SettingResult:
     """One row of the table: a setting's held-out taus per seed and per baseline, and the seeds' expressions."""
@@ -125,11 +140,7 @@ class SettingResult:
         return f"{self.space}/{self.dataset}"
 
     def mean_std(self) -> tuple[float, float]:
-        """Mean and sample standard deviation (n-1) over the seeds with a finite tau; NaN where undefined."""
-        finite = [t for t in self.seed_taus if math.isfinite(t)]
-        mean = statistics.fmean(finite) if finite else math.nan
-        std = statistics.stdev(finite) if len(finite) >= 2 else math.nan
-        return mean, std
+        return mean_std(self.seed_taus)
 
 
 def setting_dir(out_root: Path, space: str, dataset: str) -> Path:
@@ -239,6 +250,89 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
                          [_number(p.fitness) for p in proxies], baselines)
 
 
+@dataclass
+class TransferResult:
+    """The seeds of ``source``'s proxies scored on ``target``'s held-out sample (same space)."""
+
+    space: str
+    source: str  # the dataset the proxies were evolved on
+    target: str  # the dataset whose held-out sample and accuracies rank them
+    heldout: list[int]  # architectures scored per seed (the target's held-out minus that seed's evolution sample)
+    seed_taus: list[float]
+    seed_rhos: list[float]
+
+    def mean_std(self) -> tuple[float, float]:
+        return mean_std(self.seed_taus)
+
+
+def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_dir: Path, out_root: Path,
+                 cache: ProbeCache, reporter: Reporter) -> TransferResult:
+    """``source``'s seed proxies on ``target``'s held-out sample: the target's probe protocol (its images, its
+    number of classes), each proxy's own evolution sample left out; a step whose files are complete is skipped."""
+    from greenmachine.proxies.proxyfile import load_proxy
+    from greenmachine.proxies.scoring import score_tokens, write_scores_csv
+    from greenmachine.report import write_score_summary
+    from greenmachine.workspace import load_space_truth, probe_settings
+
+    record = json.loads((setting_dir(out_root, space, target) / HELDOUT).read_text())
+    truth = load_space_truth(data_dir, space, reporter)
+    settings = probe_settings(space, target, record["batch_size"], record["probe_seed"], plan.device,
+                              data_dir=data_dir)
+    folder = setting_dir(out_root, space, target) / TRANSFER
+    folder.mkdir(exist_ok=True)
+    taus, rhos, sizes = [], [], []
+    for k in range(plan.seeds):
+        run = setting_dir(out_root, space, source) / f"seed-{k}"
+        proxy = load_proxy(run / "proxy.json")
+        seen = set(proxy.sample_indices)
+        indices = [i for i in record["indices"] if i not in seen]
+        csv_path, summary_path = folder / f"from-{source}-seed-{k}.csv", folder / f"from-{source}-seed-{k}.summary.json"
+        if not _done(csv_path, summary_path, indices, proxy.expression):
+            result = score_tokens(proxy.tokens, truth, target, indices, settings, data_dir, cache=cache,
+                                  reporter=reporter)
+            write_scores_csv(result, csv_path)
+            write_score_summary(result, run / "proxy.json", space, target, "random", record["seed"], summary_path,
+                                extra={"expression": proxy.expression, "evolved_on": source,
+                                       "probe_seed": record["probe_seed"], "batch_size": settings.batch_size})
+        summary = json.loads(summary_path.read_text())
+        taus.append(_number(summary["kendall_tau"]))
+        rhos.append(_number(summary["spearman_rho"]))
+        sizes.append(len(indices))
+    return TransferResult(space, source, target, sizes, taus, rhos)
+
+
+def transfer_pairs(plan: QualityPlan) -> list[tuple[str, str, str]]:
+    """(space, source, target) for every ordered pair of the plan's datasets within one space."""
+    by_space: dict[str, list[str]] = {}
+    for space, dataset in plan.settings:
+        by_space.setdefault(space, []).append(dataset)
+    return [(space, a, b) for space, names in by_space.items() for a in names for b in names if a != b]
+
+
+def transfer_tables(results: Sequence[SettingResult], transfers: Sequence[TransferResult]) -> str:
+    """One markdown table per space: rows the dataset a proxy was evolved on, columns the dataset it is scored on;
+    each cell the held-out Kendall tau, mean ± std over the seeds (the diagonal is the setting's own row)."""
+    out = []
+    for space in dict.fromkeys(r.space for r in results):
+        names = [r.dataset for r in results if r.space == space]
+        if len(names) < 2:
+            continue
+        cell = {(r.dataset, r.dataset): r.mean_std() for r in results if r.space == space}
+        cell.update({(t.source, t.target): t.mean_std() for t in transfers if t.space == space})
+        lines = [f"Transfer, {space}: held-out Kendall tau (mean ± std over seeds) of the proxies evolved on the row's "
+                 "dataset, scored on the column's held-out sample (without the proxy's own evolution sample).", "",
+                 "| evolved on (row) / scored on (column) | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for a in names:
+            row = []
+            for b in names:
+                mean, std = cell.get((a, b), (math.nan, math.nan))
+                text = f"{_fmt(mean)} ± {_fmt(std)}"
+                row.append(f"**{text}**" if a == b else text)
+            lines.append(f"| {a} | " + " | ".join(row) + " |")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
@@ -271,12 +365,13 @@ def markdown_table(results: Sequence[SettingResult], plan: QualityPlan) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-CSV_FIELDS = ["setting", "space", "dataset", "kind", "proxy", "heldout", "kendall_tau", "spearman_rho",
+CSV_FIELDS = ["setting", "space", "dataset", "kind", "proxy", "evolved_on", "heldout", "kendall_tau", "spearman_rho",
               "evolution_fitness", "expression"]
 
 
-def write_csv(results: Sequence[SettingResult], path: Path) -> None:
-    """One row per proxy and setting (each seed's evolved proxy, each baseline), full precision."""
+def write_csv(results: Sequence[SettingResult], path: Path, transfers: Sequence[TransferResult] = ()) -> None:
+    """One row per proxy and setting (each seed's evolved proxy, each baseline, each seed's proxy scored on another
+    dataset of its space: kind ``transfer``), full precision."""
     with atomic_open(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
@@ -284,12 +379,21 @@ def write_csv(results: Sequence[SettingResult], path: Path) -> None:
             for k, (tau, rho, expr, fit) in enumerate(zip(r.seed_taus, r.seed_rhos, r.expressions,
                                                           r.evolution_fitness)):
                 w.writerow({"setting": r.name, "space": r.space, "dataset": r.dataset, "kind": "evolved",
-                            "proxy": f"seed-{k}", "heldout": r.heldout, "kendall_tau": repr(tau),
+                            "proxy": f"seed-{k}", "evolved_on": r.dataset, "heldout": r.heldout, "kendall_tau": repr(tau),
                             "spearman_rho": repr(rho), "evolution_fitness": repr(fit), "expression": expr})
             for name, b in r.baselines.items():
                 w.writerow({"setting": r.name, "space": r.space, "dataset": r.dataset, "kind": "baseline",
                             "proxy": name, "heldout": r.heldout, "kendall_tau": repr(b["kendall_tau"]),
                             "spearman_rho": repr(b["spearman_rho"]), "evolution_fitness": "", "expression": ""})
+        expressions = {r.name: r.expressions for r in results}
+        fitness = {r.name: r.evolution_fitness for r in results}
+        for t in transfers:
+            source = f"{t.space}/{t.source}"
+            for k, (tau, rho, n) in enumerate(zip(t.seed_taus, t.seed_rhos, t.heldout)):
+                w.writerow({"setting": f"{t.space}/{t.target}", "space": t.space, "dataset": t.target,
+                            "kind": "transfer", "proxy": f"seed-{k}", "evolved_on": t.source, "heldout": n,
+                            "kendall_tau": repr(tau), "spearman_rho": repr(rho),
+                            "evolution_fitness": repr(fitness[source][k]), "expression": expressions[source][k]})
 
 
 def run_quality(plan: QualityPlan, data_dir: Path, out_root: Path, table: Path, cache: ProbeCache,
@@ -299,8 +403,13 @@ def run_quality(plan: QualityPlan, data_dir: Path, out_root: Path, table: Path, 
     reporter = reporter or Reporter(quiet=True)
     results = [run_setting(plan, space, dataset, Path(data_dir), Path(out_root), cache, reporter)
                for space, dataset in plan.settings]
+    transfers = [run_transfer(plan, space, a, b, Path(data_dir), Path(out_root), cache, reporter)
+                 for space, a, b in (transfer_pairs(plan) if plan.transfer else [])]
     table = Path(table)
     table.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(table, markdown_table(results, plan))
-    write_csv(results, table.with_suffix(".csv"))
+    text = markdown_table(results, plan)
+    if transfers:
+        text += "\n" + transfer_tables(results, transfers)
+    write_text_atomic(table, text)
+    write_csv(results, table.with_suffix(".csv"), transfers)
     return results

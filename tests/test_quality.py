@@ -147,3 +147,35 @@ def test_parse_settings_and_plan():
     assert plan.seeds == 3 and plan.heldout == 2000 and plan.baselines == ("params", "synflow", "naswot", "meco")
     with pytest.raises(GreenmachineError, match="twice"):
         QualityPlan(settings=(("tss", "cifar10"), ("tss", "cifar10"))).validate()
+
+
+def test_quality_transfer_tables_tiny(tmp_path, env, capsys):
+    """Two datasets of one space: every seed's proxy is scored on the other dataset's held-out sample (its own
+    evolution sample left out), and the transfer table's cells are recomputed from those CSVs."""
+    runs, table = tmp_path / "runs", tmp_path / "q.md"
+    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,tss/cifar100", *TINY, "--baselines", "params",
+                      "--out", runs, "--table", table, "--quiet")
+    assert code == 0, err
+    md = table.read_text()
+    rows = _table_rows(md)
+    cells = {}
+    for source, target in (("cifar10", "cifar100"), ("cifar100", "cifar10")):
+        held = json.loads((setting_dir(runs, "tss", target) / "heldout.json").read_text())["indices"]
+        taus = []
+        for k in range(2):
+            proxy = json.loads((setting_dir(runs, "tss", source) / f"seed-{k}" / "proxy.json").read_text())
+            scored = _csv(setting_dir(runs, "tss", target) / "transfer" / f"from-{source}-seed-{k}.csv")
+            assert [int(r["index"]) for r in scored] == [i for i in held if i not in proxy["sample_indices"]]
+            taus.append(_tau([r["score"] for r in scored], [r["accuracy"] for r in scored]))
+        cells[(source, target)] = f"{_fmt(statistics.fmean(taus))} ± {_fmt(statistics.stdev(taus))}"
+    transfer = [line for line in md.splitlines() if line.startswith("| cifar10 |") or line.startswith("| cifar100 |")]
+    assert transfer == [
+        f"| cifar10 | **{rows['tss/cifar10'][2]}** | {cells[('cifar10', 'cifar100')]} |",
+        f"| cifar100 | {cells[('cifar100', 'cifar10')]} | **{rows['tss/cifar100'][2]}** |",
+    ]
+    kinds = [(r["kind"], r["evolved_on"], r["dataset"]) for r in _csv(table.with_suffix(".csv"))]
+    assert kinds.count(("transfer", "cifar10", "cifar100")) == 2 and kinds.count(("transfer", "cifar100", "cifar10")) == 2
+    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,tss/cifar100", *TINY, "--baselines", "params",
+                      "--no-transfer", "--out", runs, "--table", table, "--quiet")
+    assert code == 0, err
+    assert "Transfer" not in table.read_text() and "| cifar10 |" not in table.read_text()

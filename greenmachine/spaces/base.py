@@ -98,6 +98,11 @@ class SearchSpace(ABC):
 
     # --- search operators ----------------------------------------------------------------------------------------
 
+    def encode(self, arch: str) -> list[float]:
+        """A fixed-length numeric encoding of an architecture, for predictors fitted on the ground truth
+        (``greenmachine ceiling``); a space without one says so."""
+        raise GreenmachineError(f"the {self.name} space has no architecture encoding (greenmachine ceiling)")
+
     @abstractmethod
     def random_arch(self, rng: random.Random) -> str:
         """A uniformly random architecture of the space."""

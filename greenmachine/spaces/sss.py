@@ -7,6 +7,7 @@ table or official directory is checked against it. Networks are xautodl's ``infe
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from functools import lru_cache
 from typing import Sequence
@@ -37,9 +38,8 @@ class SSS(NatsSpace):
     size = SSS_SIZE
     example = "8:16:24:32:64"
     # Which stage is wide decides SSS accuracy (CIFAR-100: mostly the last), and only the structural terminals let a
-    # tree weight layers by position; a larger population finds those trees (README, "Proxy quality": on the
-    # seed-0 CIFAR-100 sample, 60 x 20 reached tau 0.714, 150 x 30 0.889). Probing still dominates the cost.
-    evolve_defaults = {"structural": True, "population": 150, "generations": 30}
+    # tree weight layers by position (README, "Proxy quality")
+    evolve_defaults = {"structural": True}
 
     def validate(self, arch: str) -> str:
         parts = arch.split(":") if isinstance(arch, str) else []
@@ -63,6 +63,10 @@ class SSS(NatsSpace):
             if a is not None and a != official[i]:
                 raise GreenmachineError(f"ground-truth table {source}: index {i} is {official[i]!r} in SSS, not {a!r}")
         return list(official)
+
+    def encode(self, arch: str) -> list[float]:
+        """log2 of the 5 channel counts (accuracy is close to linear in them: README, Proxy quality)."""
+        return [math.log2(int(c)) for c in self.validate(arch).split(":")]
 
     def random_arch(self, rng: random.Random) -> str:
         return ":".join(rng.choice(_CHOICES) for _ in range(SSS_STAGES))

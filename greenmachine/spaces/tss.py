@@ -73,6 +73,10 @@ class TSS(NatsSpace):
             self.check_order(archs)
         return archs
 
+    def encode(self, arch: str) -> list[float]:
+        """One-hot operation per edge (6 edges x 5 operations, :data:`EDGES` order)."""
+        return [float(op == choice) for op in arch_ops(self.validate(arch)) for choice in TSS_OPS]
+
     def random_arch(self, rng: random.Random) -> str:
         return arch_from_ops([rng.choice(TSS_OPS) for _ in EDGES])
 
