@@ -36,13 +36,16 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from greenmachine.config import EvolveConfig, load_config
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import atomic_open, write_text_atomic
 from greenmachine.probing.cache import ProbeCache
 from greenmachine.ui import Reporter
+
+if TYPE_CHECKING:
+    from greenmachine.spaces.truth import GroundTruth
 
 DEFAULT_SETTINGS = ("tss/cifar10", "tss/cifar100", "tss/ImageNet16-120", "sss/cifar10", "sss/cifar100")
 DEFAULT_BASELINES = ("params", "synflow", "naswot", "meco")
@@ -65,7 +68,7 @@ class QualityPlan:
     heldout_probe_seed: int = 0  # minibatch and initialisation of every held-out probe of a setting
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     config_path: str | None = None  # a TOML evolve config; None = the package defaults and the space's own
-    overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, batch_size
+    overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, batch_size, structural
     device: str = "cpu"
     # score every seed's proxy on the held-out samples of the plan's other datasets of the same space (transfer)
     transfer: bool = True
@@ -179,7 +182,7 @@ def _summary_names(path: Path) -> set[str]:
 
 
 def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out_root: Path, cache: ProbeCache,
-                reporter: Reporter) -> SettingResult:
+                reporter: Reporter, truth: GroundTruth) -> SettingResult:
     """Every step of one setting (see the module docstring); each skipped when its files are complete."""
     from greenmachine.proxies.comparison import compare, write_summary
     from greenmachine.proxies.proxyfile import load_proxy
@@ -188,10 +191,9 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
     from greenmachine.search.engine import CHECKPOINT
     from greenmachine.search.proxy_gp import run_evolution
     from greenmachine.spaces.sampling import sample_indices
-    from greenmachine.workspace import load_space_truth, probe_settings
+    from greenmachine.workspace import probe_settings
 
     folder = setting_dir(out_root, space, dataset)
-    truth = load_space_truth(data_dir, space, reporter)
     configs = [plan.evolve_config(space, dataset, k) for k in range(plan.seeds)]
     # 1. evolution, one run folder per seed (resumed from its checkpoint when there is one)
     proxies = []
@@ -266,16 +268,15 @@ class TransferResult:
 
 
 def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_dir: Path, out_root: Path,
-                 cache: ProbeCache, reporter: Reporter) -> TransferResult:
+                 cache: ProbeCache, reporter: Reporter, truth: GroundTruth) -> TransferResult:
     """``source``'s seed proxies on ``target``'s held-out sample: the target's probe protocol (its images, its
     number of classes), each proxy's own evolution sample left out; a step whose files are complete is skipped."""
     from greenmachine.proxies.proxyfile import load_proxy
     from greenmachine.proxies.scoring import score_tokens, write_scores_csv
     from greenmachine.report import write_score_summary
-    from greenmachine.workspace import load_space_truth, probe_settings
+    from greenmachine.workspace import probe_settings
 
     record = json.loads((setting_dir(out_root, space, target) / HELDOUT).read_text())
-    truth = load_space_truth(data_dir, space, reporter)
     settings = probe_settings(space, target, record["batch_size"], record["probe_seed"], plan.device,
                               data_dir=data_dir)
     folder = setting_dir(out_root, space, target) / TRANSFER
@@ -401,9 +402,14 @@ def run_quality(plan: QualityPlan, data_dir: Path, out_root: Path, table: Path, 
     """Every setting in turn, then the table (``table``) and the CSV beside it (``.csv``)."""
     plan = plan.validate()
     reporter = reporter or Reporter(quiet=True)
-    results = [run_setting(plan, space, dataset, Path(data_dir), Path(out_root), cache, reporter)
+    from greenmachine.workspace import load_space_truth
+
+    # one ground truth per space, read once for its settings and its transfer pairs
+    spaces = dict.fromkeys(space for space, _ in plan.settings)
+    truths = {space: load_space_truth(Path(data_dir), space, reporter) for space in spaces}
+    results = [run_setting(plan, space, dataset, Path(data_dir), Path(out_root), cache, reporter, truths[space])
                for space, dataset in plan.settings]
-    transfers = [run_transfer(plan, space, a, b, Path(data_dir), Path(out_root), cache, reporter)
+    transfers = [run_transfer(plan, space, a, b, Path(data_dir), Path(out_root), cache, reporter, truths[space])
                  for space, a, b in (transfer_pairs(plan) if plan.transfer else [])]
     table = Path(table)
     table.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from deap import gp
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.probing.memory import trim_heap
+from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS
 from greenmachine.probing.terminals import Family, ProbeBatch
 
 
@@ -236,8 +237,9 @@ OPS: dict[str, Op] = {op.name: op for op in build_ops()}
 # Terminals an evolution draws only when its config asks (``structural = true``): the language that earlier runs
 # evolved in, and their seeded results, stay as they were. Every proxy file may use them (tree_from_tokens).
 STRUCTURAL = ("wl_depth", "al_depth")
-# ReLU-side layer constants need the ReLU structure, which only the ce pass records (terminals_of)
-_RELU_STRUCTURE = {"al_one", "al_depth"}
+# ReLU-side layer constants (al_one, al_depth) need the ReLU structure, which only the ce pass records (terminals_of)
+_RELU_STRUCTURE = frozenset(name for name, op in OPS.items() if op.arity == 0 and op.ret is ALayer)
+_RELU_SIDE = frozenset(ACT_TERMINALS + SPECTRUM_TERMINALS + KERNEL_TERMINALS)
 
 
 @lru_cache(maxsize=2)
@@ -371,7 +373,7 @@ def terminals_of(tokens: Sequence[str]) -> set[str]:
     """The probed terminals a tree reads; a ReLU-side layer constant (``al_one``, ``al_depth``) reads the ReLU
     structure, so it counts as ``act`` (without it, a tree of such a constant and synflow terms had no ReLUs)."""
     found = {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor)}
-    if _RELU_STRUCTURE & set(tokens) and not found & {"act", "act_grad", "corr_eig", "relu_kernel", "act_cosine"}:
+    if _RELU_STRUCTURE & set(tokens) and not found & _RELU_SIDE:
         found.add("act")
     return found
 
