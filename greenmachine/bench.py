@@ -21,7 +21,7 @@ from deap import gp
 from greenmachine.energy.accounting import format_joules
 from greenmachine.energy.meter import DEFAULT_CPU_WATTS_PER_CORE, make_meter
 from greenmachine.probing.cache import probe_sample
-from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
+from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.probing.datasets import probe_batch
 from greenmachine.proxies.primitives import evaluate, primitive_set, tree_tokens
 from greenmachine.probing.probe import init_network, time_forward_backward
@@ -80,7 +80,7 @@ def main(networks, space, dataset, batch_size, trees, device, data_dir, cpu_watt
     batch = ProbeBatch(probes, device=device)
     random.seed(0)
     pset = primitive_set()
-    pool = [classic_tokens(n) for n in CLASSIC_EXPRESSIONS]
+    pool = [classic_tokens(n) for n in classic_names()]
     pool += [tree_tokens(gp.PrimitiveTree(gp.genHalfAndHalf(pset, 2, 5))) for _ in range(trees)]
     t0 = time.perf_counter()
     for tokens in pool:

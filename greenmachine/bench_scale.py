@@ -40,12 +40,12 @@ FIELDS = ["executor", "workers", "networks", "trees", "shards", "probe_wall_s", 
 def _trees(count: int, seed: int) -> list[str]:
     from deap import gp
 
-    from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
+    from greenmachine.proxies.classic import classic_names, classic_tokens
     from greenmachine.proxies.primitives import primitive_set, tree_tokens
 
     random.seed(seed)
     pset = primitive_set()
-    keys = [" ".join(classic_tokens(n)) for n in CLASSIC_EXPRESSIONS]
+    keys = [" ".join(classic_tokens(n)) for n in classic_names()]
     while len(keys) < count:
         key = " ".join(tree_tokens(gp.PrimitiveTree(gp.genHalfAndHalf(pset, 2, 5))))
         if key not in keys:

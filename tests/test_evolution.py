@@ -78,6 +78,20 @@ def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cac
     assert res.best_fitness >= max(f for _, f in check["state"]["population"]) - TINY.parsimony_tolerance
 
 
+def test_jacobian_language_probes_its_pass_and_seeds_jacov(tmp_path, data_dir, tss_truth, cache):
+    """``jacobian = true`` probes the jacobian pass and seeds jacov among the classics; without it, neither (and a
+    checkpoint written before the option existed has the same fingerprint: no ``jacobian`` key)."""
+    config = TINY.override(generations=0, population=10, seed_classics=True, jacobian=True)
+    run(tmp_path, "j", data_dir, tss_truth, cache, config)
+    check = json.loads((tmp_path / "j" / "checkpoint.json").read_text())
+    assert "n_jacov jacob_corr" in [" ".join(t) for t, _ in check["state"]["population"]]
+    assert check["fingerprint"]["config"]["jacobian"] is True
+    run(tmp_path, "n", data_dir, tss_truth, cache, config.override(jacobian=False))
+    check = json.loads((tmp_path / "n" / "checkpoint.json").read_text())
+    assert "n_jacov jacob_corr" not in [" ".join(t) for t, _ in check["state"]["population"]]
+    assert "jacobian" not in check["fingerprint"]["config"]
+
+
 @pytest.mark.slow  # minutes on a loaded 2-core machine: `make test-slow`
 def test_same_seed_same_tree_across_processes(tmp_path, env):
     """Two separate processes (other memory layouts, other class hashes) evolve the same tree from one seed."""

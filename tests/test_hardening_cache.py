@@ -112,9 +112,9 @@ def _entry(root, group):
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    """A cache holding the three passes of network 11, probed once for the module."""
+    """A cache holding the four passes of network 11, probed once for the module."""
     root = tmp_path_factory.mktemp("pristine")
-    (probe,) = probe_sample([(11, A11)], SETTINGS, DATA, cache=ProbeCache(root, data_dir=DATA))
+    (probe,) = probe_sample([(11, A11)], SETTINGS, DATA, groups=tuple(GROUPS), cache=ProbeCache(root, data_dir=DATA))
     return root, probe
 
 
@@ -149,6 +149,10 @@ DAMAGES = {
         path)),
     "layer-missing": ("ce", lambda obj, path: _save(
         {**obj, "tensors": {**obj["tensors"], "grad": obj["tensors"]["grad"][:-1]}}, path)),
+    "two-jacobian-kernels": ("jacobian", lambda obj, path: _save(
+        {**obj, "tensors": {"jacob_corr": obj["tensors"]["jacob_corr"] * 2}}, path)),
+    "wrong-jacobian-shape": ("jacobian", lambda obj, path: _save(
+        {**obj, "tensors": {"jacob_corr": [t[:4, :4] for t in obj["tensors"]["jacob_corr"]]}}, path)),
     "wrong-dtype": ("synflow", lambda obj, path: _save(
         {**obj, "tensors": {"synflow_grad": [t.float() for t in obj["tensors"]["synflow_grad"]]}}, path)),
 }

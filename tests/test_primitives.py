@@ -10,7 +10,7 @@ from deap import gp
 
 from greenmachine.proxies.baselines import ProxyInputs, get_proxy
 from greenmachine.probing.cache import probe_sample
-from greenmachine.proxies.classic import classic_tokens
+from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.probing.datasets import probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.proxies.fitness import WORST_FITNESS, kendall_fitness
@@ -23,7 +23,7 @@ from greenmachine.proxies.primitives import (
     tree_from_tokens,
     tree_tokens,
 )
-from greenmachine.probing.probe import ProbeSettings, init_network
+from greenmachine.probing.probe import GROUPS, ProbeSettings, init_network
 from greenmachine.probing.terminals import ProbeBatch
 
 INDICES = (11, 284, 1, 7)  # official records 11 and 284, and two more
@@ -33,7 +33,7 @@ INDICES = (11, 284, 1, 7)  # official records 11 and 284, and two more
 def sample(tss_truth, data_dir, cache):
     settings = ProbeSettings("tss", "cifar10", batch_size=32, batch_seed=0, init_seed=0)
     items = [(i, tss_truth.arch(i)) for i in INDICES]
-    probes = probe_sample(items, settings, data_dir, cache=cache)
+    probes = probe_sample(items, settings, data_dir, groups=tuple(GROUPS), cache=cache)  # the jacobian pass too
     images, labels = probe_batch(str(data_dir), "cifar10", 32, 0)
     direct_inputs = [
         ProxyInputs(init_network("tss", a, "cifar10", 0, i), images, labels, 10, seed=0) for i, a in items
@@ -41,13 +41,30 @@ def sample(tss_truth, data_dir, cache):
     return ProbeBatch(probes), direct_inputs
 
 
-@pytest.mark.parametrize("name,rel", [("synflow", 1e-9), ("snip", 1e-4), ("grad_norm", 1e-4), ("naswot", 1e-9)])
+@pytest.mark.parametrize("name,rel", [("synflow", 1e-9), ("snip", 1e-4), ("grad_norm", 1e-4), ("naswot", 1e-9),
+                                      ("jacov", 1e-6)])
 def test_classic_trees_equal_direct_implementations(sample, name, rel):
     batch, direct_inputs = sample
     tree_scores = evaluate(classic_tokens(name), batch).numpy()
     direct = np.array([get_proxy(name)(inp) for inp in direct_inputs])
+    assert np.all(np.isfinite(direct))  # jacov reports NaN for a constant Jacobian row: none of these networks has one
     np.testing.assert_allclose(tree_scores, direct, rtol=rel)
     assert np.ptp(direct) > 0  # the networks differ, so equality is not by accident
+
+
+def test_network_kernels_are_opt_in_and_mix_with_the_relu_kernels(sample):
+    """Without ``jacobian`` the language and the seeds are what they were; with it, k_sum turns the ReLU kernels
+    into a network kernel: n_logdet(k_sum(x)) is k_logdet_sum(x), and sums with jacob_corr evaluate."""
+    batch, _ = sample
+    names = lambda pset: {p.name for ps in pset.primitives.values() for p in ps} | {
+        t.name for ts in pset.terminals.values() for t in ts}
+    assert not {"jacob_corr", "k_sum", "n_jacov"} & names(primitive_set())
+    assert {"jacob_corr", "k_sum", "n_add", "n_mul", "n_logdet", "n_jacov"} <= names(primitive_set(jacobian=True))
+    assert "jacov" not in classic_names() and "jacov" in classic_names(jacobian=True)
+    np.testing.assert_allclose(evaluate(parse_expression("n_logdet(k_sum(relu_kernel))"), batch).numpy(),
+                               evaluate(classic_tokens("naswot"), batch).numpy(), rtol=1e-12)
+    mixed = evaluate(parse_expression("n_logdet(n_add(k_sum(act_cosine), jacob_corr))"), batch).numpy()
+    assert np.all(np.isfinite(mixed)) and np.ptp(mixed) > 0
 
 
 def test_expression_round_trip():
@@ -94,10 +111,11 @@ def test_evaluation_never_evals(sample, monkeypatch):
     assert evaluate(tokens, batch).shape == (len(INDICES),)
 
 
-def test_random_trees_never_crash_and_bad_ones_get_worst_fitness(sample):
+@pytest.mark.parametrize("jacobian", [False, True])
+def test_random_trees_never_crash_and_bad_ones_get_worst_fitness(sample, jacobian):
     batch, _ = sample
     random.seed(0)
-    pset = primitive_set()
+    pset = primitive_set(structural=True, jacobian=jacobian)
     acc = np.arange(len(INDICES), dtype=float)
     fits = []
     for _ in range(150):

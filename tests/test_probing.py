@@ -35,6 +35,24 @@ def test_one_pass_captures_every_terminal(data_dir):
     assert float(eig.sum()) <= eig.numel() + 1e-6
 
 
+def test_jacobian_pass_is_opt_in_and_is_jacovs_correlation(data_dir):
+    """The jacobian pass runs only when asked; its kernel is the correlation matrix of d(sum logits)/dx per image,
+    computed here directly on the same seeded network."""
+    settings = ProbeSettings("tss", "cifar10", batch_size=16)
+    x, y = probe_batch(str(data_dir), "cifar10", 16, 0)
+    assert "jacob_corr" not in probe_network(11, ARCH, settings, x, y).tensors
+    probe = probe_network(11, ARCH, settings, x, y, groups=("jacobian",))
+    assert set(probe.tensors) == {"jacob_corr"} and set(probe.pass_seconds) == {"jacobian"}
+    (kernel,) = probe.tensors["jacob_corr"]
+    net = init_network("tss", ARCH, "cifar10", 0, 11).train()
+    images = x.clone().requires_grad_(True)
+    net(images).sum().backward()
+    direct = torch.corrcoef(images.grad.reshape(16, -1).double())
+    assert kernel.shape == (16, 16) and kernel.dtype == torch.float64
+    torch.testing.assert_close(kernel, direct)
+    torch.testing.assert_close(torch.diagonal(kernel), torch.ones(16, dtype=torch.float64))
+
+
 def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
     cache = ProbeCache(tmp_path, data_dir=data_dir)
     settings = ProbeSettings("tss", "cifar10", batch_size=8)

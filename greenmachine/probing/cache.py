@@ -24,7 +24,7 @@ from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.probing.memory import trim_heap
-from greenmachine.probing.probe import GROUPS, NetworkProbe, ProbeSettings, probe_network
+from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, NetworkProbe, ProbeSettings, probe_network
 
 if TYPE_CHECKING:
     from greenmachine.energy.meter import Meter
@@ -142,7 +142,7 @@ def valid_pass(tensors: object, group: str, batch_size: int) -> bool:
     non-empty list per terminal with the dtype, rank and (where fixed by the pass) shape it has, all values finite.
 
     Finite because no pass can produce NaN or inf: weights are finite, gradients come from a finite loss, kernels
-    are counts and cosines, and the eigenvalues are taken after NaN entries are zeroed.
+    are counts and cosines, and the eigenvalues and the Jacobian correlations are kept with NaN entries zeroed.
     """
     if not isinstance(tensors, dict) or set(tensors) != set(GROUPS.get(group, ())):
         return False
@@ -150,6 +150,9 @@ def valid_pass(tensors: object, group: str, batch_size: int) -> bool:
         return _tensor_list(tensors["synflow_grad"], 1, torch.float64) is not None
     if group == "spectrum":
         return _tensor_list(tensors["corr_eig"], 1, torch.float64) is not None
+    if group == "jacobian":
+        kernels = _tensor_list(tensors["jacob_corr"], 2, torch.float64)
+        return kernels is not None and len(kernels) == 1 and kernels[0].shape == (batch_size, batch_size)
     weight = _tensor_list(tensors["weight"], 1, torch.float32)
     grad = _tensor_list(tensors["grad"], 1, torch.float32)
     act = _tensor_list(tensors["act"], 2, torch.float64)
@@ -231,7 +234,7 @@ def probe_sample(
     items: Sequence[tuple[int, str]],
     settings: ProbeSettings,
     data_dir: str | Path,
-    groups: Iterable[str] = tuple(GROUPS),
+    groups: Iterable[str] = DEFAULT_GROUPS,
     cache: ProbeCache | None = None,
     executor: Executor | None = None,
     progress: Callable[[Iterable, int], Iterable] = lambda it, total: it,

@@ -10,7 +10,11 @@ One call of :func:`probe_network` builds the network (seeded), runs
   MeCo takes the minimum of); and
 * the **synflow** pass: the network with BatchNorm removed (as in Tanaka et al. and the zero-cost-proxies code),
   weights replaced by their absolute values, in float64, fed an all-ones input; the gradient of the summed
-  logits with respect to every Conv2d/Linear weight.
+  logits with respect to every Conv2d/Linear weight; and
+* the **jacobian** pass (opt-in, not in :data:`DEFAULT_GROUPS`): a train-mode forward of the minibatch and the
+  gradient of the summed logits with respect to the input images, kept as the B x B Pearson correlation matrix
+  of the per-image input Jacobians (Mellor et al.'s Jacobian covariance, NASLib's ``jacov``): one kernel per
+  network, where the other kernels are one per ReLU.
 
 Why activations are summarised: a full activation map of a NAS-Bench-201 network at batch 64 is about 200 MB,
 so a 100-network sample would not fit in memory nor evaluate quickly. The probe keeps, per ReLU, the
@@ -38,11 +42,16 @@ WEIGHT_TERMINALS = ("weight", "grad", "synflow_grad")
 ACT_TERMINALS = ("act", "act_grad")
 KERNEL_TERMINALS = ("relu_kernel", "act_cosine")
 SPECTRUM_TERMINALS = ("corr_eig",)
+NET_KERNEL_TERMINALS = ("jacob_corr",)
 GROUPS: dict[str, tuple[str, ...]] = {
     "ce": ("weight", "grad", "act", "act_grad", "relu_kernel", "act_cosine"),
     "synflow": ("synflow_grad",),
     "spectrum": ("corr_eig",),
+    "jacobian": ("jacob_corr",),
 }
+# the passes an evolution probes unless its config opts in to more (``jacobian = true``): the jacobian pass costs
+# another forward and backward per network, and the language of earlier runs did not read it
+DEFAULT_GROUPS: tuple[str, ...] = ("ce", "synflow", "spectrum")
 PROBE_VERSION = 2  # bump when what a probe captures changes: it is part of the cache key
 
 
@@ -305,6 +314,19 @@ def probe_synflow(net: nn.Module, resolution: int) -> dict[str, list[torch.Tenso
         }
 
 
+def probe_jacobian(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """The jacobian pass: J_i = d(sum of logits)/dx_i per image (train mode, as the jacov baseline), kept as the
+    B x B correlation matrix of the rows J_i. NaN entries (a constant Jacobian row) are set to 0, as MeCo's code does
+    for channel correlations, so that a tree still gets numbers where the jacov baseline reports no score. Only
+    the input gradient is computed (``autograd.grad``): no weight gradient is accumulated."""
+    net.train()
+    x = images.clone().requires_grad_(True)
+    y = net(x)
+    (jacobian,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    corr = torch.corrcoef(jacobian.reshape(jacobian.shape[0], -1).double())
+    return {"jacob_corr": [torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0).cpu()]}
+
+
 @dataclass
 class NetworkProbe:
     """What one probe of one architecture holds: per terminal, one tensor per layer."""
@@ -326,7 +348,7 @@ def probe_network(
     settings: ProbeSettings,
     images: torch.Tensor,
     labels: torch.Tensor,
-    groups: Iterable[str] = tuple(GROUPS),
+    groups: Iterable[str] = DEFAULT_GROUPS,
 ) -> NetworkProbe:
     """Run the requested probe passes on one freshly initialised network.
 
@@ -351,6 +373,9 @@ def probe_network(
     if "synflow" in groups:  # before the ce pass, from the untouched initial weights
         tensors.update(probe_synflow(net, DATASETS[settings.dataset].resolution))
         seconds["synflow"], t0 = clock() - t0, clock()
+    if "jacobian" in groups:  # train mode: it moves only BatchNorm's running statistics, which no pass reads
+        tensors.update(probe_jacobian(net, images.to(device)))
+        seconds["jacobian"], t0 = clock() - t0, clock()
     if "spectrum" in groups and not fused:  # forward only: BatchNorm running statistics do not change train-mode outputs
         tensors.update(probe_spectrum(net, images.to(device)))
         seconds["spectrum"], t0 = clock() - t0, clock()

@@ -4,7 +4,7 @@ Evaluating a tree layer by layer and network by network would cost tens of thous
 Instead every terminal of every layer of every network is concatenated into one flat tensor per family (weight
 side: Conv/Linear layers; activation side: ReLUs), with the segment lengths kept beside it. An elementwise
 primitive is then one torch call over the whole sample, a per-layer reduction is one ``segment_reduce``, and the
-per-network aggregation is one more. Kernels (B x B per ReLU) are stacked along a first axis.
+per-network aggregation is one more. Kernels (B x B per ReLU, or one per network) are stacked along a first axis.
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ from typing import Sequence
 import torch
 
 from greenmachine.probing.memory import trim_heap
-from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS, WEIGHT_TERMINALS, NetworkProbe
+from greenmachine.probing.probe import (
+    ACT_TERMINALS,
+    KERNEL_TERMINALS,
+    NET_KERNEL_TERMINALS,
+    SPECTRUM_TERMINALS,
+    WEIGHT_TERMINALS,
+    NetworkProbe,
+)
 
 
 class Family:
@@ -98,6 +105,13 @@ class ProbeBatch:
                 for p in probes:
                     del p.tensors[name]
                 trim_heap(force=True)
+        # one B x B kernel per network (the jacobian pass): stacked N x B x B, network i at row i
+        self.net_kernels: dict[str, torch.Tensor] = {}
+        for name in (n for n in NET_KERNEL_TERMINALS if all(n in p.tensors for p in probes)):
+            self.net_kernels[name] = torch.stack([p.tensors[name][0] for p in probes]).to(self.device, dtype)
+            if consume:
+                for p in probes:
+                    del p.tensors[name]
         # the ReLU-side layer structure, from whichever ReLU-side terminals were probed (a tree may need only one)
         relu_sides = [f.layers_per_net for f in (self.act, self.spectrum) if f.data] + (
             [self.kernel_layers_per_net] if self.kernels else []
@@ -111,11 +125,12 @@ class ProbeBatch:
         return torch.segment_reduce(layer_values, reduce, lengths=self.relu_layers_per_net, unsafe=True)
 
     def terminals(self) -> set[str]:
-        return set(self.weight.data) | set(self.act.data) | set(self.spectrum.data) | set(self.kernels)
+        return (set(self.weight.data) | set(self.act.data) | set(self.spectrum.data) | set(self.kernels)
+                | set(self.net_kernels))
 
     def nbytes(self) -> int:
         tensors = [*self.weight.data.values(), *self.act.data.values(), *self.spectrum.data.values(),
-                   *self.kernels.values()]
+                   *self.kernels.values(), *self.net_kernels.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def remember(self, key: tuple, value: torch.Tensor) -> None:

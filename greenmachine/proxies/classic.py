@@ -6,7 +6,7 @@ direct implementation), and they can seed the initial population of an evolution
 
 from __future__ import annotations
 
-from greenmachine.proxies.primitives import parse_expression
+from greenmachine.proxies.primitives import in_language, parse_expression
 
 CLASSIC_EXPRESSIONS: dict[str, str] = {
     # sum over layers of sum |W * dR/dW| on the BN-free, |W|, all-ones float64 network (Tanaka et al. 2020)
@@ -22,8 +22,17 @@ CLASSIC_EXPRESSIONS: dict[str, str] = {
     "meco_relu": "a_sum_layers(e_min(corr_eig))",
     # number of Conv/Linear weights (BN and biases excluded)
     "conv_params": "w_sum_layers(w_count(weight))",
+    # Jacobian covariance (Mellor et al. 2020): the eigenvalue score of the correlation of the per-image input
+    # Jacobians; in the language only with ``jacobian = true`` (it seeds only such runs)
+    "jacov": "n_jacov(jacob_corr)",
 }
 
 
 def classic_tokens(name: str) -> list[str]:
     return parse_expression(CLASSIC_EXPRESSIONS[name])
+
+
+def classic_names(structural: bool = False, jacobian: bool = False) -> list[str]:
+    """The classic proxies that the language with these options expresses (by default the probe passes that
+    every evolution runs: no jacov)."""
+    return [name for name in CLASSIC_EXPRESSIONS if in_language(classic_tokens(name), structural, jacobian)]

@@ -6,6 +6,8 @@ Types (DEAP ``PrimitiveSetTyped`` needs classes):
   ``synflow_grad``) or activation side (every ReLU: channel means ``act``, ``act_grad``);
 * ``ETensor``: per ReLU, the eigenvalues of the channel correlation matrix of one image's map (``corr_eig``);
 * ``KTensor``: a B x B kernel per ReLU (``relu_kernel``: NASWOT's Hamming kernel; ``act_cosine``);
+* ``NKernel``: a B x B kernel per network (``jacob_corr``: the correlation of the per-image input Jacobians, the
+  matrix of Mellor et al.'s Jacobian covariance; or ``k_sum`` of a network's ReLU kernels, NASWOT's K);
 * ``WLayer`` / ``ALayer``: one number per layer, made by a per-layer reduction;
 * ``Net``: one score per network, made by aggregating layers (or the log-determinant of the summed kernels).
 
@@ -29,7 +31,7 @@ from deap import gp
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.probing.memory import trim_heap
-from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, SPECTRUM_TERMINALS
+from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, NET_KERNEL_TERMINALS, SPECTRUM_TERMINALS
 from greenmachine.probing.terminals import Family, ProbeBatch
 
 
@@ -43,6 +45,9 @@ class KTensor: ...
 
 
 class ETensor: ...
+
+
+class NKernel: ...
 
 
 class WLayer: ...
@@ -162,6 +167,19 @@ def _family_ops(
     return ops
 
 
+JACOV_K = 1e-5  # the jacov baseline's (and NASLib's) shift of the eigenvalues
+
+
+def jacov_score(k: torch.Tensor) -> torch.Tensor:
+    """-sum(log(v + k) + 1/(v + k)) over the eigenvalues v of each kernel (the jacov score of a correlation
+    matrix); a kernel whose eigenvalues leave the log's domain (v + k <= 0) gets NaN, the worst fitness."""
+    finite = torch.isfinite(k).all(dim=-1).all(dim=-1)
+    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+    v = torch.linalg.eigvalsh(torch.where(finite[:, None, None], k, eye)) + JACOV_K  # eigvalsh fails on NaN
+    score = -(torch.log(v) + 1.0 / v).sum(dim=-1)
+    return torch.where(finite, score, torch.full_like(score, float("nan")))
+
+
 def _kernel_sum(b: ProbeBatch, k: torch.Tensor) -> torch.Tensor:
     return torch.segment_reduce(k, "sum", lengths=b.kernel_layers_per_net, axis=0, unsafe=True)
 
@@ -192,7 +210,8 @@ def _depth(kind: str) -> Callable:
 
 def _terminal(family: str, name: str) -> Callable:
     def fn(b: ProbeBatch) -> torch.Tensor:
-        store = {"w": b.weight.data, "a": b.act.data, "e": b.spectrum.data, "k": b.kernels}[family]
+        store = {"w": b.weight.data, "a": b.act.data, "e": b.spectrum.data, "k": b.kernels,
+                 "n": b.net_kernels}[family]
         if name not in store:
             raise GreenmachineError(f"terminal {name!r} was not probed for this sample")
         return store[name]
@@ -209,6 +228,14 @@ def build_ops() -> list[Op]:
         Op("k_mul", (KTensor, KTensor), KTensor, lambda b, x, y: x * y, "elementwise product of two kernels"),
         Op("k_logdet", (KTensor,), ALayer, lambda b, k: plogdet(k), "log|det| of each layer's kernel"),
         Op("k_logdet_sum", (KTensor,), Net, lambda b, k: plogdet(_kernel_sum(b, k)), "log|det| of the summed kernel"),
+        # network kernels (opt-in, JACOBIAN): k_sum lets the ReLU kernels and the Jacobian correlation mix;
+        # n_logdet(k_sum(x)) is k_logdet_sum(x), which stays for the proxy files that use it
+        Op("k_sum", (KTensor,), NKernel, lambda b, k: _kernel_sum(b, k), "the kernels of a network's ReLUs summed"),
+        Op("n_add", (NKernel, NKernel), NKernel, lambda b, x, y: x + y, "sum of two network kernels"),
+        Op("n_mul", (NKernel, NKernel), NKernel, lambda b, x, y: x * y, "elementwise product of two network kernels"),
+        Op("n_logdet", (NKernel,), Net, lambda b, k: plogdet(k), "log|det| of the network kernel"),
+        Op("n_jacov", (NKernel,), Net, lambda b, k: jacov_score(k),
+           "-sum(log(v + 1e-5) + 1/(v + 1e-5)) over the kernel's eigenvalues v (jacov on jacob_corr)"),
     ]
     for name, (fn, doc) in {**SCALAR_UNARY, **BINARY}.items():
         ops.append(Op(name, (Net,) * (2 if name in BINARY else 1), Net, lambda b, *xs, fn=fn: fn(*xs), doc))
@@ -220,6 +247,8 @@ def build_ops() -> list[Op]:
     ops.append(Op("corr_eig", (), ETensor, _terminal("e", "corr_eig"), "channel-correlation eigenvalues per ReLU"))
     for name in ("relu_kernel", "act_cosine"):
         ops.append(Op(name, (), KTensor, _terminal("k", name), "kernel terminal"))
+    for name in NET_KERNEL_TERMINALS:
+        ops.append(Op(name, (), NKernel, _terminal("n", name), "network kernel terminal (the jacobian pass)"))
     ops.append(Op("wl_one", (), WLayer, _const(1.0, "w"), "1 per weighted layer"))
     ops.append(Op("al_one", (), ALayer, _const(1.0, "a"), "1 per ReLU"))
     # structural terminals (opt-in, STRUCTURAL): where a layer sits in its network, in the order the probe lists
@@ -237,18 +266,28 @@ OPS: dict[str, Op] = {op.name: op for op in build_ops()}
 # Terminals an evolution draws only when its config asks (``structural = true``): the language that earlier runs
 # evolved in, and their seeded results, stay as they were. Every proxy file may use them (tree_from_tokens).
 STRUCTURAL = ("wl_depth", "al_depth")
+# ... and the same for the network kernels (``jacobian = true``): they need the jacobian pass, a forward and a
+# backward more per network, which an evolution probes only then
+JACOBIAN = tuple(name for name, op in OPS.items() if op.ret is NKernel or NKernel in op.args)
 # ReLU-side layer constants (al_one, al_depth) need the ReLU structure, which only the ce pass records (terminals_of)
 _RELU_STRUCTURE = frozenset(name for name, op in OPS.items() if op.arity == 0 and op.ret is ALayer)
 _RELU_SIDE = frozenset(ACT_TERMINALS + SPECTRUM_TERMINALS + KERNEL_TERMINALS)
 
 
-@lru_cache(maxsize=2)
-def primitive_set(structural: bool = False) -> gp.PrimitiveSetTyped:
-    """The DEAP primitive set; without ``structural`` it leaves out :data:`STRUCTURAL`. Its functions are the
-    implementations above; it is never compiled."""
+def in_language(tokens: Sequence[str], structural: bool = False, jacobian: bool = False) -> bool:
+    """Whether a tree uses only what :func:`primitive_set` with these options holds (every proxy FILE may use the
+    whole language; an evolution draws from its own, and seeds generation 0 only with trees in it)."""
+    left_out = (() if structural else STRUCTURAL) + (() if jacobian else JACOBIAN)
+    return not set(tokens) & set(left_out)
+
+
+@lru_cache(maxsize=4)
+def primitive_set(structural: bool = False, jacobian: bool = False) -> gp.PrimitiveSetTyped:
+    """The DEAP primitive set; without ``structural`` it leaves out :data:`STRUCTURAL`, without ``jacobian``
+    :data:`JACOBIAN`. Its functions are the implementations above; it is never compiled."""
     pset = gp.PrimitiveSetTyped("PROXY", [], Net)
     for op in OPS.values():
-        if op.name in STRUCTURAL and not structural:
+        if (op.name in STRUCTURAL and not structural) or (op.name in JACOBIAN and not jacobian):
             continue
         if op.arity:
             pset.addPrimitive(op.fn, list(op.args), op.ret, name=op.name)
@@ -339,7 +378,7 @@ def check_tokens(tokens: Sequence[str]) -> None:
 
 def tree_from_tokens(tokens: Sequence[str]) -> gp.PrimitiveTree:
     check_tokens(tokens)
-    pset = primitive_set(structural=True)
+    pset = primitive_set(structural=True, jacobian=True)
     return gp.PrimitiveTree([pset.mapping[t] for t in tokens])
 
 
@@ -372,7 +411,7 @@ def tree_expression(tokens: Sequence[str]) -> str:
 def terminals_of(tokens: Sequence[str]) -> set[str]:
     """The probed terminals a tree reads; a ReLU-side layer constant (``al_one``, ``al_depth``) reads the ReLU
     structure, so it counts as ``act`` (without it, a tree of such a constant and synflow terms had no ReLUs)."""
-    found = {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor)}
+    found = {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor, NKernel)}
     if _RELU_STRUCTURE & set(tokens) and not found & _RELU_SIDE:
         found.add("act")
     return found

@@ -39,9 +39,15 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import write_text_atomic
 from greenmachine.probing.cache import ProbeCache, probe_sample
-from greenmachine.proxies.classic import CLASSIC_EXPRESSIONS, classic_tokens
+from greenmachine.probing.probe import DEFAULT_GROUPS
+from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.proxies.fitness import WORST_FITNESS, combine_taus
-from greenmachine.proxies.primitives import primitive_set, tree_expression, tree_from_tokens, tree_tokens
+from greenmachine.proxies.primitives import (
+    primitive_set,
+    tree_expression,
+    tree_from_tokens,
+    tree_tokens,
+)
 from greenmachine.proxies.proxyfile import Proxy, save_proxy
 from greenmachine.search.engine import CheckpointError, RunFolder, run_problem
 from greenmachine.search.multi_dataset import MultiDatasetFitness
@@ -146,7 +152,7 @@ def cx_one_point(ind1, ind2):
 
 
 def make_toolbox(config: EvolveConfig, fitness: Callable, executor: Executor) -> base.Toolbox:
-    pset = primitive_set(structural=config.structural)
+    pset = primitive_set(structural=config.structural, jacobian=config.jacobian)
     tb = base.Toolbox()
     tb.register("expr", gp.genHalfAndHalf, pset=pset, min_=config.init_min_depth, max_=config.init_max_depth)
     tb.register("individual", tools.initIterate, creator.GMIndividual, tb.expr)
@@ -234,6 +240,8 @@ class ProxyEvolution:
 
     def fingerprint(self) -> dict[str, Any]:
         cfg = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE}
+        if not cfg.get("jacobian"):  # a run without the network kernels is the run it was before they existed:
+            cfg.pop("jacobian", None)  # its checkpoint still resumes
         return {"config": cfg, "sample_indices": self.indices}
 
     def setup(self, log: logging.Logger, reporter: Reporter) -> None:
@@ -255,7 +263,7 @@ class ProxyEvolution:
             label = "probing networks" + (f" ({dataset})" if self.multi else "")
             probes = probe_sample(
                 [(i, self.truth.arch(i)) for i in self.indices], self.dataset_settings[dataset], self.data_dir,
-                cache=self.cache, executor=self.executor,
+                groups=DEFAULT_GROUPS + (("jacobian",) if config.jacobian else ()), cache=self.cache, executor=self.executor,
                 progress=lambda it, total, label=label: reporter.track(it, total, label), **kwargs,
             )
             # the sample is sharded over the executor's workers, which keep their shard for the whole run (shards.py)
@@ -291,7 +299,8 @@ class ProxyEvolution:
         if generation == 0:
             population = tb.population(n=config.population)
             if config.seed_classics:
-                seeds = [_individual(classic_tokens(name)) for name in CLASSIC_EXPRESSIONS][: config.population]
+                names = classic_names(config.structural, config.jacobian)
+                seeds = [_individual(classic_tokens(name)) for name in names][: config.population]
                 population[: len(seeds)] = seeds
         else:
             elite = [tb.clone(ind) for ind in tools.selBest(self.population, config.elitism)]
