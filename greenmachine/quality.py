@@ -189,7 +189,7 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
     from greenmachine.proxies.scoring import score_tokens, write_scores_csv
     from greenmachine.report import write_score_summary
     from greenmachine.search.engine import CHECKPOINT
-    from greenmachine.search.proxy_gp import run_evolution
+    from greenmachine.search.proxy_gp import evolution_finished, run_evolution
     from greenmachine.spaces.sampling import sample_indices
     from greenmachine.workspace import probe_settings
 
@@ -199,8 +199,9 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
     proxies = []
     for k, config in enumerate(configs):
         run = folder / f"seed-{k}"
-        run_evolution(config, truth, data_dir, run, cache=cache, resume=(run / CHECKPOINT).is_file(),
-                      reporter=reporter)
+        if not evolution_finished(config, truth, run):  # a finished run is not set up (its sample probed) again
+            run_evolution(config, truth, data_dir, run, cache=cache, resume=(run / CHECKPOINT).is_file(),
+                          reporter=reporter)
         proxies.append(load_proxy(run / "proxy.json"))
     # 2. one held-out sample, outside every seed's evolution sample
     exclude = sorted({i for p in proxies for i in p.sample_indices})

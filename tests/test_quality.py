@@ -20,7 +20,7 @@ from conftest import gm
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
 from greenmachine.quality import BASELINES, DEFAULT_BASELINES, QualityPlan, parse_settings, setting_dir
-from greenmachine.search.proxy_gp import run_evolution
+from greenmachine.search.proxy_gp import ProxyEvolution, run_evolution
 from greenmachine.spaces.truth import load_table
 
 TINY = ["--seeds", 2, "--heldout", 6, "--population", 4, "--generations", 1, "--sample-size", 6, "--batch-size", 8]
@@ -84,7 +84,7 @@ def _check_setting(runs, space, dataset, cells, csv_rows):
         assert math.isclose(float(row["kendall_tau"]), taus[k], abs_tol=1e-12)
 
 
-def test_quality_pipeline_tiny(tmp_path, env, capsys, data_dir, cache):
+def test_quality_pipeline_tiny(tmp_path, env, capsys, data_dir, cache, monkeypatch):
     runs, table = tmp_path / "runs", tmp_path / "results" / "quality.md"
     code, out, err = gm(capsys, "quality", "--settings", "tss/cifar10,sss/cifar100", *TINY, "--out", runs,
                         "--table", table, "--quiet")
@@ -99,13 +99,19 @@ def test_quality_pipeline_tiny(tmp_path, env, capsys, data_dir, cache):
     _check_setting(runs, "sss", "cifar100", rows["sss/cifar100"], csv_rows)
     assert f"table={table}" in out
 
-    # run again: every step is complete, nothing changes
+    # run again: every step is complete, nothing changes, and no finished evolution is set up (probed) again
     history = (setting_dir(runs, "tss", "cifar10") / "seed-1" / "history.csv").read_text()
-    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,sss/cifar100", *TINY, "--out", runs,
-                      "--table", table, "--quiet")
-    assert code == 0, err
-    assert table.read_text() == md
-    assert (setting_dir(runs, "tss", "cifar10") / "seed-1" / "history.csv").read_text() == history
+
+    def no_setup(*args, **kwargs):
+        raise AssertionError("a finished evolution was set up again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ProxyEvolution, "setup", no_setup)
+        code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,sss/cifar100", *TINY, "--out", runs,
+                          "--table", table, "--quiet")
+        assert code == 0, err
+        assert table.read_text() == md
+        assert (setting_dir(runs, "tss", "cifar10") / "seed-1" / "history.csv").read_text() == history
 
     # a run stopped during seed 0's evolution (after generation 0) resumes to the same table row
     stopped = tmp_path / "stopped"

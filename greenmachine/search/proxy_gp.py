@@ -49,7 +49,7 @@ from greenmachine.proxies.primitives import (
     tree_tokens,
 )
 from greenmachine.proxies.proxyfile import Proxy, save_proxy
-from greenmachine.search.engine import CheckpointError, RunFolder, run_problem
+from greenmachine.search.engine import CheckpointError, RunFolder, finished_run, run_problem
 from greenmachine.search.multi_dataset import MultiDatasetFitness
 from greenmachine.search.shards import ShardedFitness
 from greenmachine.spaces.sampling import sample_indices
@@ -461,6 +461,13 @@ def _data_relative(source: str, data_dir: Path) -> str:
         return str(Path(source).resolve().relative_to(Path(data_dir).resolve()))
     except ValueError:
         return str(source)
+
+
+def evolution_finished(config: EvolveConfig, truth: GroundTruth, out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds this very evolution (same config and sample), finished, with its proxy.json
+    (:func:`~greenmachine.search.engine.finished_run`): nothing is probed to find out."""
+    problem = ProxyEvolution(config.validate(), truth, Path("."), None, SerialExecutor())
+    return (Path(out_dir) / "proxy.json").is_file() and finished_run(out_dir, problem)
 
 
 def run_evolution(
