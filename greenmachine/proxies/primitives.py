@@ -274,11 +274,15 @@ _RELU_STRUCTURE = frozenset(name for name, op in OPS.items() if op.arity == 0 an
 _RELU_SIDE = frozenset(ACT_TERMINALS + SPECTRUM_TERMINALS + KERNEL_TERMINALS)
 
 
+def _left_out(structural: bool, jacobian: bool) -> frozenset[str]:
+    """The opt-in names that a language without these options leaves out."""
+    return frozenset((() if structural else STRUCTURAL) + (() if jacobian else JACOBIAN))
+
+
 def in_language(tokens: Sequence[str], structural: bool = False, jacobian: bool = False) -> bool:
     """Whether a tree uses only what :func:`primitive_set` with these options holds (every proxy FILE may use the
     whole language; an evolution draws from its own, and seeds generation 0 only with trees in it)."""
-    left_out = (() if structural else STRUCTURAL) + (() if jacobian else JACOBIAN)
-    return not set(tokens) & set(left_out)
+    return not set(tokens) & _left_out(structural, jacobian)
 
 
 @lru_cache(maxsize=4)
@@ -286,8 +290,9 @@ def primitive_set(structural: bool = False, jacobian: bool = False) -> gp.Primit
     """The DEAP primitive set; without ``structural`` it leaves out :data:`STRUCTURAL`, without ``jacobian``
     :data:`JACOBIAN`. Its functions are the implementations above; it is never compiled."""
     pset = gp.PrimitiveSetTyped("PROXY", [], Net)
+    left_out = _left_out(structural, jacobian)
     for op in OPS.values():
-        if (op.name in STRUCTURAL and not structural) or (op.name in JACOBIAN and not jacobian):
+        if op.name in left_out:
             continue
         if op.arity:
             pset.addPrimitive(op.fn, list(op.args), op.ret, name=op.name)

@@ -349,19 +349,14 @@ def _logging_to(reporter: Reporter, log: logging.Logger) -> Iterator[None]:
 def finished_run(out_dir: str | Path, problem: Problem) -> bool:
     """Whether ``out_dir`` holds a checkpoint of this very problem (kind and fingerprint) whose last generation
     finished it. Resuming such a run would set the problem up (probe its whole sample) only to find nothing left
-    to do, so a caller that runs many of them (``make quality``) asks first. Anything unreadable is "no": the
-    run is then resumed, and :func:`run_problem` says what is wrong with it."""
+    to do, so a caller that runs many of them (``make quality``) asks first. The checkpoint is read and checked
+    as a resume reads it (:meth:`RunFolder.read_checkpoint`, no lock taken); anything it refuses is "no": the run
+    is then resumed, and :func:`run_problem` says what is wrong with it."""
     try:
-        data = json.loads((Path(out_dir) / CHECKPOINT).read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        checkpoint = RunFolder(out_dir, resume=True).read_checkpoint(problem.kind, problem.fingerprint())
+    except GreenmachineError:
         return False
-    if not isinstance(data, dict):
-        return False
-    gen = data.get("generation")
-    return (isinstance(gen, int) and not isinstance(gen, bool) and gen >= 0
-            and data.get("format") == CHECKPOINT_FORMAT and data.get("version") == CHECKPOINT_VERSION
-            and data.get("kind") == problem.kind and data.get("fingerprint") == problem.fingerprint()
-            and problem.finished(gen + 1))
+    return problem.finished(checkpoint["generation"] + 1)
 
 
 def run_problem(

@@ -42,12 +42,7 @@ from greenmachine.probing.cache import ProbeCache, probe_sample
 from greenmachine.probing.probe import DEFAULT_GROUPS
 from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.proxies.fitness import WORST_FITNESS, combine_taus
-from greenmachine.proxies.primitives import (
-    primitive_set,
-    tree_expression,
-    tree_from_tokens,
-    tree_tokens,
-)
+from greenmachine.proxies.primitives import primitive_set, tree_expression, tree_from_tokens, tree_tokens
 from greenmachine.proxies.proxyfile import Proxy, save_proxy
 from greenmachine.search.engine import CheckpointError, RunFolder, finished_run, run_problem
 from greenmachine.search.multi_dataset import MultiDatasetFitness
