@@ -231,11 +231,14 @@ def cli() -> None:
 @click.option("--jacobian/--no-jacobian", default=None,
               help="Let the GP use the network kernels (jacob_corr: the input-Jacobian correlation of jacov), "
                    "probing one more pass per network; default from the config: off.")
+@click.option("--ntk/--no-ntk", default=None,
+              help="Let the GP use the empirical NTK (ntk: per-image weight-gradient inner products, TE-NAS) and the "
+                   "network-kernel operators, probing one more pass per network (16 backwards); default: off.")
 @_executor_options_no_workers
 @_energy_options
 @_common
 def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
-           out_dir, device, resume, seed_baselines, structural, jacobian, data_dir, cache_dir, no_cache, quiet,
+           out_dir, device, resume, seed_baselines, structural, jacobian, ntk, data_dir, cache_dir, no_cache, quiet,
            carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None, ray_address=None):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
@@ -249,7 +252,7 @@ def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_
     config = base.override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
-        seed_classics=seed_baselines, structural=structural, jacobian=jacobian, executor=executor, ray_address=ray_address,
+        seed_classics=seed_baselines, structural=structural, jacobian=jacobian, ntk=ntk, executor=executor, ray_address=ray_address,
         datasets=datasets, combine=combine,
     ).validate()
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
@@ -713,6 +716,8 @@ def report(runs, out_path):
               help="Let the GP use the structural terminals (default from the config: on for sss, off elsewhere).")
 @click.option("--jacobian/--no-jacobian", default=None,
               help="Let the GP use the network kernels (jacob_corr), probing one more pass (default: off).")
+@click.option("--ntk/--no-ntk", default=None,
+              help="Let the GP use the empirical NTK (ntk), probing one more pass (default: off).")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also score every seed's proxy on the held-out samples of the other datasets of its space.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/quality", show_default=True,
@@ -722,7 +727,7 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, batch_size, structural, jacobian, transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
+            sample_size, batch_size, structural, jacobian, ntk, transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
     from greenmachine.files import check_writable_dir
@@ -732,7 +737,7 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
 
     overrides = {k: v for k, v in {"population": population, "generations": generations, "sample_size": sample_size,
                                    "batch_size": batch_size, "structural": structural,
-                                   "jacobian": jacobian}.items() if v is not None}
+                                   "jacobian": jacobian, "ntk": ntk}.items() if v is not None}
     plan = QualityPlan(
         settings=parse_settings(settings_arg if settings_arg is not None else ",".join(DEFAULT_SETTINGS)),
         seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,

@@ -63,9 +63,12 @@ class EvolveConfig:
     # primitives.STRUCTURAL). Off by default so that the language, and so the seeded results, of earlier runs stay
     # as they were; on in the SSS space's defaults, whose accuracy is decided by which stage is wide
     structural: bool = False
-    # let the GP draw the network kernels too (jacob_corr and the NKernel ops: primitives.JACOBIAN), which adds
+    # let the GP draw the network kernels too (jacob_corr and the NKernel ops: primitives.KERNEL_OPS), which adds
     # the jacobian probe pass (a forward and a backward more per network); off by default for the same reason
     jacobian: bool = False
+    # ... and the empirical NTK (ntk and the NKernel ops), which adds the ntk probe pass (probe.NTK_IMAGES backwards
+    # more per network, about 5 ce passes); off by default for the same reason
+    ntk: bool = False
     batch_size: int = 64
     seed: int = 0
     device: str = "cpu"

@@ -78,18 +78,20 @@ def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cac
     assert res.best_fitness >= max(f for _, f in check["state"]["population"]) - TINY.parsimony_tolerance
 
 
-def test_jacobian_language_probes_its_pass_and_seeds_jacov(tmp_path, data_dir, tss_truth, cache):
-    """``jacobian = true`` probes the jacobian pass and seeds jacov among the classics; without it, neither (and a
-    checkpoint written before the option existed has the same fingerprint: no ``jacobian`` key)."""
-    config = TINY.override(generations=0, population=10, seed_classics=True, jacobian=True)
+@pytest.mark.parametrize("option,classic", [("jacobian", "n_jacov jacob_corr"), ("ntk", "neg n_cond ntk")])
+def test_a_kernel_language_probes_its_pass_and_seeds_its_classic(tmp_path, data_dir, tss_truth, cache, option, classic):
+    """``jacobian = true`` probes the jacobian pass and seeds jacov among the classics, ``ntk = true`` the ntk pass
+    and TE-NAS's ntk_cond; without the option, neither (and a checkpoint written before the option existed has
+    the same fingerprint: no key for it)."""
+    config = TINY.override(generations=0, population=12, seed_classics=True, **{option: True})
     run(tmp_path, "j", data_dir, tss_truth, cache, config)
     check = json.loads((tmp_path / "j" / "checkpoint.json").read_text())
-    assert "n_jacov jacob_corr" in [" ".join(t) for t, _ in check["state"]["population"]]
-    assert check["fingerprint"]["config"]["jacobian"] is True
-    run(tmp_path, "n", data_dir, tss_truth, cache, config.override(jacobian=False))
+    assert classic in [" ".join(t) for t, _ in check["state"]["population"]]
+    assert check["fingerprint"]["config"][option] is True
+    run(tmp_path, "n", data_dir, tss_truth, cache, config.override(**{option: False}))
     check = json.loads((tmp_path / "n" / "checkpoint.json").read_text())
-    assert "n_jacov jacob_corr" not in [" ".join(t) for t, _ in check["state"]["population"]]
-    assert "jacobian" not in check["fingerprint"]["config"]
+    assert classic not in [" ".join(t) for t, _ in check["state"]["population"]]
+    assert option not in check["fingerprint"]["config"]
 
 
 @pytest.mark.slow  # minutes on a loaded 2-core machine: `make test-slow`

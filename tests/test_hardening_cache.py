@@ -112,7 +112,7 @@ def _entry(root, group):
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    """A cache holding the four passes of network 11, probed once for the module."""
+    """A cache holding every pass of network 11, probed once for the module."""
     root = tmp_path_factory.mktemp("pristine")
     (probe,) = probe_sample([(11, A11)], SETTINGS, DATA, groups=tuple(GROUPS), cache=ProbeCache(root, data_dir=DATA))
     return root, probe
@@ -153,6 +153,9 @@ DAMAGES = {
         {**obj, "tensors": {"jacob_corr": obj["tensors"]["jacob_corr"] * 2}}, path)),
     "wrong-jacobian-shape": ("jacobian", lambda obj, path: _save(
         {**obj, "tensors": {"jacob_corr": [t[:4, :4] for t in obj["tensors"]["jacob_corr"]]}}, path)),
+    "wrong-ntk-shape": ("ntk", lambda obj, path: _save(
+        {**obj, "tensors": {"ntk": [t[:4, :4] for t in obj["tensors"]["ntk"]]}}, path)),
+    "nan-ntk": ("ntk", lambda obj, path: _save(_scaled(obj, "ntk", float("nan")), path)),
     "wrong-dtype": ("synflow", lambda obj, path: _save(
         {**obj, "tensors": {"synflow_grad": [t.float() for t in obj["tensors"]["synflow_grad"]]}}, path)),
 }

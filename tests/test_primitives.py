@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from deap import gp
 
 from greenmachine.proxies.baselines import ProxyInputs, get_proxy
@@ -42,12 +43,13 @@ def sample(tss_truth, data_dir, cache):
 
 
 @pytest.mark.parametrize("name,rel", [("synflow", 1e-9), ("snip", 1e-4), ("grad_norm", 1e-4), ("naswot", 1e-9),
-                                      ("jacov", 1e-6)])
+                                      ("jacov", 1e-6), ("ntk_cond", 1e-6)])
 def test_classic_trees_equal_direct_implementations(sample, name, rel):
     batch, direct_inputs = sample
     tree_scores = evaluate(classic_tokens(name), batch).numpy()
     direct = np.array([get_proxy(name)(inp) for inp in direct_inputs])
     assert np.all(np.isfinite(direct))  # jacov reports NaN for a constant Jacobian row: none of these networks has one
+    # (the probe's ntk pass accumulates in float32 per weight, the direct one in float64 after: rel 1e-6 of a log)
     np.testing.assert_allclose(tree_scores, direct, rtol=rel)
     assert np.ptp(direct) > 0  # the networks differ, so equality is not by accident
 
@@ -65,6 +67,28 @@ def test_network_kernels_are_opt_in_and_mix_with_the_relu_kernels(sample):
                                evaluate(classic_tokens("naswot"), batch).numpy(), rtol=1e-12)
     mixed = evaluate(parse_expression("n_logdet(n_add(k_sum(act_cosine), jacob_corr))"), batch).numpy()
     assert np.all(np.isfinite(mixed)) and np.ptp(mixed) > 0
+
+
+def test_the_ntk_is_opt_in_and_combines_with_the_other_kernels_over_the_images_they_share(sample):
+    """``ntk`` alone brings the ntk terminal and the kernel operators, not jacob_corr; the ntk spans the first 16
+    images and the other kernels all 32, so n_add/n_mul cut them to the first 16; n_corr gives unit diagonals."""
+    batch, _ = sample
+    names = lambda pset: {p.name for ps in pset.primitives.values() for p in ps} | {
+        t.name for ts in pset.terminals.values() for t in ts}
+    assert not {"ntk", "n_cond", "n_trace", "n_corr"} & names(primitive_set())
+    assert "ntk" not in names(primitive_set(jacobian=True))
+    with_ntk = names(primitive_set(ntk=True))
+    assert {"ntk", "k_sum", "n_cond", "n_trace", "n_corr", "n_logdet"} <= with_ntk and "jacob_corr" not in with_ntk
+    assert "ntk_cond" in classic_names(ntk=True) and "ntk_cond" not in classic_names(jacobian=True)
+    assert batch.net_kernels["ntk"].shape[1:] == (16, 16) and batch.net_kernels["jacob_corr"].shape[1:] == (32, 32)
+    ntk = batch.net_kernels["ntk"]
+    corr = evaluate(parse_expression("n_trace(n_corr(ntk))"), batch).numpy()
+    np.testing.assert_allclose(corr, 16.0, rtol=1e-12)
+    both = evaluate(parse_expression("n_trace(n_add(jacob_corr, n_corr(ntk)))"), batch).numpy()
+    np.testing.assert_allclose(both, 32.0, rtol=1e-12)  # 16 ones of jacob_corr's diagonal + 16 of the cosines
+    trace = evaluate(parse_expression("n_trace(ntk)"), batch).numpy()
+    np.testing.assert_allclose(trace, torch.diagonal(ntk, dim1=1, dim2=2).sum(1).numpy(), rtol=1e-12)
+    assert np.all(np.isfinite(evaluate(parse_expression("n_cond(n_mul(ntk, k_sum(relu_kernel)))"), batch).numpy()))
 
 
 def test_expression_round_trip():
@@ -111,11 +135,11 @@ def test_evaluation_never_evals(sample, monkeypatch):
     assert evaluate(tokens, batch).shape == (len(INDICES),)
 
 
-@pytest.mark.parametrize("jacobian", [False, True])
-def test_random_trees_never_crash_and_bad_ones_get_worst_fitness(sample, jacobian):
+@pytest.mark.parametrize("jacobian,ntk", [(False, False), (True, False), (True, True)])
+def test_random_trees_never_crash_and_bad_ones_get_worst_fitness(sample, jacobian, ntk):
     batch, _ = sample
     random.seed(0)
-    pset = primitive_set(structural=True, jacobian=jacobian)
+    pset = primitive_set(structural=True, jacobian=jacobian, ntk=ntk)
     acc = np.arange(len(INDICES), dtype=float)
     fits = []
     for _ in range(150):

@@ -53,6 +53,33 @@ def test_jacobian_pass_is_opt_in_and_is_jacovs_correlation(data_dir):
     torch.testing.assert_close(torch.diagonal(kernel), torch.ones(16, dtype=torch.float64))
 
 
+def test_ntk_pass_is_opt_in_and_is_the_gram_matrix_of_per_image_gradients(data_dir):
+    """The ntk pass runs only when asked; its kernel is <df_i/dW, df_j/dW> over the first NTK_IMAGES images (f_i
+    the summed logits of image i, W every Conv2d/Linear weight), computed here with one batched Jacobian of the
+    same seeded network (torch.func, not the pass's loop of backwards)."""
+    from greenmachine.probing.probe import NTK_IMAGES
+
+    settings = ProbeSettings("tss", "cifar10", batch_size=20)
+    x, y = probe_batch(str(data_dir), "cifar10", 20, 0)
+    assert "ntk" not in probe_network(11, ARCH, settings, x, y).tensors
+    probe = probe_network(11, ARCH, settings, x, y, groups=("ntk",))
+    assert set(probe.tensors) == {"ntk"} and set(probe.pass_seconds) == {"ntk"}
+    (kernel,) = probe.tensors["ntk"]
+    assert kernel.shape == (NTK_IMAGES, NTK_IMAGES) and kernel.dtype == torch.float64
+    net = init_network("tss", ARCH, "cifar10", 0, 11).train()
+    torch.func.replace_all_batch_norm_modules_(net)  # no running statistics: train-mode outputs are the same
+    names = {id(m.weight) for m in weighted_layers(net)}
+    params = {n: p.detach() for n, p in net.named_parameters() if id(p) in names}
+
+    def summed_logits(weights):  # the other parameters and the buffers are the module's own
+        return torch.func.functional_call(net, weights, (x[:NTK_IMAGES],)).sum(dim=1)
+
+    jac = torch.func.jacrev(summed_logits)(params)
+    flat = torch.cat([j.reshape(NTK_IMAGES, -1) for j in jac.values()], dim=1).double()
+    torch.testing.assert_close(kernel, flat @ flat.T, rtol=1e-4, atol=1e-6 * float(kernel.abs().max()))
+    assert torch.all(torch.diagonal(kernel) > 0) and torch.allclose(kernel, kernel.T)
+
+
 def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
     cache = ProbeCache(tmp_path, data_dir=data_dir)
     settings = ProbeSettings("tss", "cifar10", batch_size=8)

@@ -24,7 +24,7 @@ from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.probing.memory import trim_heap
-from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, NetworkProbe, ProbeSettings, probe_network
+from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, NetworkProbe, ProbeSettings, ntk_size, probe_network
 
 if TYPE_CHECKING:
     from greenmachine.energy.meter import Meter
@@ -150,9 +150,11 @@ def valid_pass(tensors: object, group: str, batch_size: int) -> bool:
         return _tensor_list(tensors["synflow_grad"], 1, torch.float64) is not None
     if group == "spectrum":
         return _tensor_list(tensors["corr_eig"], 1, torch.float64) is not None
-    if group == "jacobian":
-        kernels = _tensor_list(tensors["jacob_corr"], 2, torch.float64)
-        return kernels is not None and len(kernels) == 1 and kernels[0].shape == (batch_size, batch_size)
+    if group in ("jacobian", "ntk"):  # one kernel per network
+        (name,) = GROUPS[group]
+        side = batch_size if group == "jacobian" else ntk_size(batch_size)
+        kernels = _tensor_list(tensors[name], 2, torch.float64)
+        return kernels is not None and len(kernels) == 1 and kernels[0].shape == (side, side)
     weight = _tensor_list(tensors["weight"], 1, torch.float32)
     grad = _tensor_list(tensors["grad"], 1, torch.float32)
     act = _tensor_list(tensors["act"], 2, torch.float64)

@@ -14,7 +14,11 @@ One call of :func:`probe_network` builds the network (seeded), runs
 * the **jacobian** pass (opt-in, not in :data:`DEFAULT_GROUPS`): a train-mode forward of the minibatch and the
   gradient of the summed logits with respect to the input images, kept as the B x B Pearson correlation matrix
   of the per-image input Jacobians (Mellor et al.'s Jacobian covariance, NASLib's ``jacov``): one kernel per
-  network, where the other kernels are one per ReLU.
+  network, where the other kernels are one per ReLU; and
+* the **ntk** pass (opt-in): the empirical neural tangent kernel of TE-NAS (Chen et al. 2021) on the first
+  :data:`NTK_IMAGES` images of the minibatch: a train-mode forward of those images and, per image, the gradient of
+  its summed logits with respect to every Conv2d/Linear weight; the kernel is the N x N Gram matrix of those
+  gradients (the inner products of the per-sample gradients across samples).
 
 Why activations are summarised: a full activation map of a NAS-Bench-201 network at batch 64 is about 200 MB,
 so a 100-network sample would not fit in memory nor evaluate quickly. The probe keeps, per ReLU, the
@@ -42,16 +46,23 @@ WEIGHT_TERMINALS = ("weight", "grad", "synflow_grad")
 ACT_TERMINALS = ("act", "act_grad")
 KERNEL_TERMINALS = ("relu_kernel", "act_cosine")
 SPECTRUM_TERMINALS = ("corr_eig",)
-NET_KERNEL_TERMINALS = ("jacob_corr",)
+NET_KERNEL_TERMINALS = ("jacob_corr", "ntk")
 GROUPS: dict[str, tuple[str, ...]] = {
     "ce": ("weight", "grad", "act", "act_grad", "relu_kernel", "act_cosine"),
     "synflow": ("synflow_grad",),
     "spectrum": ("corr_eig",),
     "jacobian": ("jacob_corr",),
+    "ntk": ("ntk",),
 }
-# the passes an evolution probes unless its config opts in to more (``jacobian = true``): the jacobian pass costs
-# another forward and backward per network, and the language of earlier runs did not read it
+# images of the minibatch whose per-sample gradients the ntk pass takes: one backward per image, so the kernel of
+# a 64-image minibatch cost about 25 times the ce pass (one TSS network); 16 cost 5.6 times (median, 6 networks)
+NTK_IMAGES = 16
+# the passes an evolution probes unless its config opts in to more (``jacobian = true``, ``ntk = true``): the
+# jacobian pass costs another forward and backward per network, the ntk pass NTK_IMAGES backwards, and the
+# language of earlier runs did not read them
 DEFAULT_GROUPS: tuple[str, ...] = ("ce", "synflow", "spectrum")
+# the others, each named as the config option that asks for it
+OPT_IN_GROUPS: tuple[str, ...] = tuple(g for g in GROUPS if g not in DEFAULT_GROUPS)
 PROBE_VERSION = 2  # bump when what a probe captures changes: it is part of the cache key
 
 
@@ -327,6 +338,30 @@ def probe_jacobian(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch
     return {"jacob_corr": [torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0).cpu()]}
 
 
+def ntk_size(batch_size: int) -> int:
+    """The side of the ntk pass's kernel for a minibatch of ``batch_size`` images."""
+    return min(batch_size, NTK_IMAGES)
+
+
+def probe_ntk(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """The ntk pass: Theta_ij = <df_i/dW, df_j/dW>, f_i the summed logits of image i, W every Conv2d/Linear weight,
+    on the first :func:`ntk_size` images (train mode, their own BatchNorm statistics, as TE-NAS computes it). One
+    backward per image through the shared forward graph; float64 Gram matrix. A weight that takes no gradient (a
+    layer the output does not depend on) contributes zeros, as TE-NAS skips it."""
+    net.train()
+    x = images[: ntk_size(images.shape[0])]
+    weights = [m.weight for m in weighted_layers(net)]
+    out = net(x)
+    rows = []
+    for i in range(x.shape[0]):
+        grads = torch.autograd.grad(out[i].sum(), weights, retain_graph=i + 1 < x.shape[0], allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(w)).reshape(-1).double()
+                               for g, w in zip(grads, weights)]))
+    gradients = torch.stack(rows)
+    kernel = gradients @ gradients.T
+    return {"ntk": [torch.nan_to_num(kernel, nan=0.0, posinf=0.0, neginf=0.0).cpu()]}
+
+
 @dataclass
 class NetworkProbe:
     """What one probe of one architecture holds: per terminal, one tensor per layer."""
@@ -376,6 +411,9 @@ def probe_network(
     if "jacobian" in groups:  # train mode: it moves only BatchNorm's running statistics, which no pass reads
         tensors.update(probe_jacobian(net, images.to(device)))
         seconds["jacobian"], t0 = clock() - t0, clock()
+    if "ntk" in groups:
+        tensors.update(probe_ntk(net, images.to(device)))
+        seconds["ntk"], t0 = clock() - t0, clock()
     if "spectrum" in groups and not fused:  # forward only: BatchNorm running statistics do not change train-mode outputs
         tensors.update(probe_spectrum(net, images.to(device)))
         seconds["spectrum"], t0 = clock() - t0, clock()

@@ -25,6 +25,9 @@ CLASSIC_EXPRESSIONS: dict[str, str] = {
     # Jacobian covariance (Mellor et al. 2020): the eigenvalue score of the correlation of the per-image input
     # Jacobians; in the language only with ``jacobian = true`` (it seeds only such runs)
     "jacov": "n_jacov(jacob_corr)",
+    # TE-NAS's trainability (Chen et al. 2021): minus the condition number of the empirical NTK, as its log (the
+    # same ranking); in the language only with ``ntk = true``
+    "ntk_cond": "neg(n_cond(ntk))",
 }
 
 
@@ -32,7 +35,7 @@ def classic_tokens(name: str) -> list[str]:
     return parse_expression(CLASSIC_EXPRESSIONS[name])
 
 
-def classic_names(structural: bool = False, jacobian: bool = False) -> list[str]:
+def classic_names(structural: bool = False, jacobian: bool = False, ntk: bool = False) -> list[str]:
     """The classic proxies that the language with these options expresses (by default the probe passes that
     every evolution runs: no jacov)."""
-    return [name for name in CLASSIC_EXPRESSIONS if in_language(classic_tokens(name), structural, jacobian)]
+    return [name for name in CLASSIC_EXPRESSIONS if in_language(classic_tokens(name), structural, jacobian, ntk)]

@@ -7,7 +7,10 @@ Types (DEAP ``PrimitiveSetTyped`` needs classes):
 * ``ETensor``: per ReLU, the eigenvalues of the channel correlation matrix of one image's map (``corr_eig``);
 * ``KTensor``: a B x B kernel per ReLU (``relu_kernel``: NASWOT's Hamming kernel; ``act_cosine``);
 * ``NKernel``: a B x B kernel per network (``jacob_corr``: the correlation of the per-image input Jacobians, the
-  matrix of Mellor et al.'s Jacobian covariance; or ``k_sum`` of a network's ReLU kernels, NASWOT's K);
+  matrix of Mellor et al.'s Jacobian covariance; ``ntk``: the empirical neural tangent kernel of TE-NAS, the
+  inner products of per-image weight gradients, over the first 16 images; or ``k_sum`` of a network's ReLU
+  kernels, NASWOT's K). Two network kernels of different sides combine over the images they share (the first
+  ones: every kernel is indexed by the minibatch's image order);
 * ``WLayer`` / ``ALayer``: one number per layer, made by a per-layer reduction;
 * ``Net``: one score per network, made by aggregating layers (or the log-determinant of the summed kernels).
 
@@ -180,6 +183,34 @@ def jacov_score(k: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, score, torch.full_like(score, float("nan")))
 
 
+def _shared(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two stacks of network kernels cut to the images both cover: the ntk kernel spans the minibatch's first
+    images, the others all of it, and row/column i is image i in each."""
+    n = min(x.shape[-1], y.shape[-1])
+    return x[..., :n, :n], y[..., :n, :n]
+
+
+def kernel_condition(k: torch.Tensor) -> torch.Tensor:
+    """log(lambda_max / lambda_min) of each symmetric kernel (TE-NAS's NTK condition number, as a log), lambda_min
+    floored at 1e-12 lambda_max; NaN for a kernel with non-finite entries or no positive eigenvalue."""
+    finite = torch.isfinite(k).all(dim=-1).all(dim=-1)
+    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+    v = torch.linalg.eigvalsh(torch.where(finite[:, None, None], k, eye))
+    top = v[..., -1]
+    ok = finite & (top > 0)
+    top = torch.where(ok, top, torch.ones_like(top))
+    bottom = torch.maximum(v[..., 0], top * 1e-12)
+    return torch.where(ok, torch.log(top) - torch.log(bottom), torch.full_like(top, float("nan")))
+
+
+def kernel_correlation(k: torch.Tensor) -> torch.Tensor:
+    """K_ij / sqrt(K_ii K_jj): the cosines between what the kernel's feature vectors are (for the ntk, the
+    per-image gradients' directions); a zero diagonal entry gives a zero row and column."""
+    d = torch.diagonal(k, dim1=-2, dim2=-1)
+    inv = torch.where(d > 0, torch.rsqrt(d.clamp_min(torch.finfo(k.dtype).tiny)), torch.zeros_like(d))
+    return k * inv[..., :, None] * inv[..., None, :]
+
+
 def _kernel_sum(b: ProbeBatch, k: torch.Tensor) -> torch.Tensor:
     return torch.segment_reduce(k, "sum", lengths=b.kernel_layers_per_net, axis=0, unsafe=True)
 
@@ -219,6 +250,13 @@ def _terminal(family: str, name: str) -> Callable:
     return fn
 
 
+NET_KERNEL_DOCS = {
+    "jacob_corr": "correlation of the per-image input Jacobians, B x B (the jacobian pass)",
+    "ntk": "empirical NTK: inner products of the per-image weight gradients, first 16 images (the ntk pass)",
+}
+assert set(NET_KERNEL_DOCS) == set(NET_KERNEL_TERMINALS)
+
+
 def build_ops() -> list[Op]:
     ops = _family_ops("w", WTensor, WLayer, lambda b: b.weight, lambda b, x, r: b.weight.per_net(x, r))
     ops += _family_ops("a", ATensor, ALayer, lambda b: b.act, lambda b, x, r: b.relu_per_net(x, r))
@@ -228,14 +266,22 @@ def build_ops() -> list[Op]:
         Op("k_mul", (KTensor, KTensor), KTensor, lambda b, x, y: x * y, "elementwise product of two kernels"),
         Op("k_logdet", (KTensor,), ALayer, lambda b, k: plogdet(k), "log|det| of each layer's kernel"),
         Op("k_logdet_sum", (KTensor,), Net, lambda b, k: plogdet(_kernel_sum(b, k)), "log|det| of the summed kernel"),
-        # network kernels (opt-in, JACOBIAN): k_sum lets the ReLU kernels and the Jacobian correlation mix;
+        # network kernels (opt-in, KERNEL_OPS): k_sum lets the ReLU kernels, the Jacobian correlation and the ntk mix;
         # n_logdet(k_sum(x)) is k_logdet_sum(x), which stays for the proxy files that use it
         Op("k_sum", (KTensor,), NKernel, lambda b, k: _kernel_sum(b, k), "the kernels of a network's ReLUs summed"),
-        Op("n_add", (NKernel, NKernel), NKernel, lambda b, x, y: x + y, "sum of two network kernels"),
-        Op("n_mul", (NKernel, NKernel), NKernel, lambda b, x, y: x * y, "elementwise product of two network kernels"),
+        Op("n_add", (NKernel, NKernel), NKernel, lambda b, x, y: torch.add(*_shared(x, y)),
+           "sum of two network kernels (over the images both cover)"),
+        Op("n_mul", (NKernel, NKernel), NKernel, lambda b, x, y: torch.mul(*_shared(x, y)),
+           "elementwise product of two network kernels (over the images both cover)"),
         Op("n_logdet", (NKernel,), Net, lambda b, k: plogdet(k), "log|det| of the network kernel"),
         Op("n_jacov", (NKernel,), Net, lambda b, k: jacov_score(k),
            "-sum(log(v + 1e-5) + 1/(v + 1e-5)) over the kernel's eigenvalues v (jacov on jacob_corr)"),
+        Op("n_cond", (NKernel,), Net, lambda b, k: kernel_condition(k),
+           "log(lambda_max / lambda_min) of the network kernel (TE-NAS's condition number on ntk)"),
+        Op("n_trace", (NKernel,), Net, lambda b, k: torch.diagonal(k, dim1=-2, dim2=-1).sum(-1),
+           "trace of the network kernel (on ntk: the summed squared per-image gradient norms)"),
+        Op("n_corr", (NKernel,), NKernel, lambda b, k: kernel_correlation(k),
+           "K_ij / sqrt(K_ii K_jj): the kernel as cosines (on ntk: of the per-image gradients)"),
     ]
     for name, (fn, doc) in {**SCALAR_UNARY, **BINARY}.items():
         ops.append(Op(name, (Net,) * (2 if name in BINARY else 1), Net, lambda b, *xs, fn=fn: fn(*xs), doc))
@@ -247,8 +293,8 @@ def build_ops() -> list[Op]:
     ops.append(Op("corr_eig", (), ETensor, _terminal("e", "corr_eig"), "channel-correlation eigenvalues per ReLU"))
     for name in ("relu_kernel", "act_cosine"):
         ops.append(Op(name, (), KTensor, _terminal("k", name), "kernel terminal"))
-    for name in NET_KERNEL_TERMINALS:
-        ops.append(Op(name, (), NKernel, _terminal("n", name), "network kernel terminal (the jacobian pass)"))
+    for name, doc in NET_KERNEL_DOCS.items():
+        ops.append(Op(name, (), NKernel, _terminal("n", name), doc))
     ops.append(Op("wl_one", (), WLayer, _const(1.0, "w"), "1 per weighted layer"))
     ops.append(Op("al_one", (), ALayer, _const(1.0, "a"), "1 per ReLU"))
     # structural terminals (opt-in, STRUCTURAL): where a layer sits in its network, in the order the probe lists
@@ -266,31 +312,34 @@ OPS: dict[str, Op] = {op.name: op for op in build_ops()}
 # Terminals an evolution draws only when its config asks (``structural = true``): the language that earlier runs
 # evolved in, and their seeded results, stay as they were. Every proxy file may use them (tree_from_tokens).
 STRUCTURAL = ("wl_depth", "al_depth")
-# ... and the same for the network kernels (``jacobian = true``): they need the jacobian pass, a forward and a
-# backward more per network, which an evolution probes only then
-JACOBIAN = tuple(name for name, op in OPS.items() if op.ret is NKernel or NKernel in op.args)
+# ... and the same for the network kernels: jacob_corr (``jacobian = true``) needs the jacobian pass, a forward and
+# a backward more per network, ntk (``ntk = true``) the ntk pass, 16 backwards more; an evolution probes them only
+# then. The operators on network kernels come with either.
+KERNEL_OPS = tuple(name for name, op in OPS.items() if op.arity and (op.ret is NKernel or NKernel in op.args))
 # ReLU-side layer constants (al_one, al_depth) need the ReLU structure, which only the ce pass records (terminals_of)
 _RELU_STRUCTURE = frozenset(name for name, op in OPS.items() if op.arity == 0 and op.ret is ALayer)
 _RELU_SIDE = frozenset(ACT_TERMINALS + SPECTRUM_TERMINALS + KERNEL_TERMINALS)
 
 
-def _left_out(structural: bool, jacobian: bool) -> frozenset[str]:
+def _left_out(structural: bool, jacobian: bool, ntk: bool = False) -> frozenset[str]:
     """The opt-in names that a language without these options leaves out."""
-    return frozenset((() if structural else STRUCTURAL) + (() if jacobian else JACOBIAN))
+    return frozenset((() if structural else STRUCTURAL) + (() if jacobian else ("jacob_corr",))
+                     + (() if ntk else ("ntk",)) + (() if jacobian or ntk else KERNEL_OPS))
 
 
-def in_language(tokens: Sequence[str], structural: bool = False, jacobian: bool = False) -> bool:
+def in_language(tokens: Sequence[str], structural: bool = False, jacobian: bool = False, ntk: bool = False) -> bool:
     """Whether a tree uses only what :func:`primitive_set` with these options holds (every proxy FILE may use the
     whole language; an evolution draws from its own, and seeds generation 0 only with trees in it)."""
-    return not set(tokens) & _left_out(structural, jacobian)
+    return not set(tokens) & _left_out(structural, jacobian, ntk)
 
 
-@lru_cache(maxsize=4)
-def primitive_set(structural: bool = False, jacobian: bool = False) -> gp.PrimitiveSetTyped:
+@lru_cache(maxsize=8)
+def primitive_set(structural: bool = False, jacobian: bool = False, ntk: bool = False) -> gp.PrimitiveSetTyped:
     """The DEAP primitive set; without ``structural`` it leaves out :data:`STRUCTURAL`, without ``jacobian``
-    :data:`JACOBIAN`. Its functions are the implementations above; it is never compiled."""
+    jacob_corr, without ``ntk`` the ntk terminal, and without both the operators on network kernels. Its
+    functions are the implementations above; it is never compiled."""
     pset = gp.PrimitiveSetTyped("PROXY", [], Net)
-    left_out = _left_out(structural, jacobian)
+    left_out = _left_out(structural, jacobian, ntk)
     for op in OPS.values():
         if op.name in left_out:
             continue
@@ -383,7 +432,7 @@ def check_tokens(tokens: Sequence[str]) -> None:
 
 def tree_from_tokens(tokens: Sequence[str]) -> gp.PrimitiveTree:
     check_tokens(tokens)
-    pset = primitive_set(structural=True, jacobian=True)
+    pset = primitive_set(structural=True, jacobian=True, ntk=True)
     return gp.PrimitiveTree([pset.mapping[t] for t in tokens])
 
 

@@ -39,7 +39,7 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import write_text_atomic
 from greenmachine.probing.cache import ProbeCache, probe_sample
-from greenmachine.probing.probe import DEFAULT_GROUPS
+from greenmachine.probing.probe import DEFAULT_GROUPS, OPT_IN_GROUPS
 from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.proxies.fitness import WORST_FITNESS, combine_taus
 from greenmachine.proxies.primitives import primitive_set, tree_expression, tree_from_tokens, tree_tokens
@@ -146,8 +146,18 @@ def cx_one_point(ind1, ind2):
     return ind1, ind2
 
 
+def language(config: EvolveConfig) -> dict[str, bool]:
+    """The opt-in parts of the GP language this config asks for (primitive_set's and classic_names' options)."""
+    return {"structural": config.structural, "jacobian": config.jacobian, "ntk": config.ntk}
+
+
+def probe_groups(config: EvolveConfig) -> tuple[str, ...]:
+    """The probe passes an evolution with this config needs: the default ones and those of its opt-in kernels."""
+    return DEFAULT_GROUPS + tuple(g for g in OPT_IN_GROUPS if getattr(config, g))
+
+
 def make_toolbox(config: EvolveConfig, fitness: Callable, executor: Executor) -> base.Toolbox:
-    pset = primitive_set(structural=config.structural, jacobian=config.jacobian)
+    pset = primitive_set(**language(config))
     tb = base.Toolbox()
     tb.register("expr", gp.genHalfAndHalf, pset=pset, min_=config.init_min_depth, max_=config.init_max_depth)
     tb.register("individual", tools.initIterate, creator.GMIndividual, tb.expr)
@@ -235,8 +245,9 @@ class ProxyEvolution:
 
     def fingerprint(self) -> dict[str, Any]:
         cfg = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE}
-        if not cfg.get("jacobian"):  # a run without the network kernels is the run it was before they existed:
-            cfg.pop("jacobian", None)  # its checkpoint still resumes
+        for option in OPT_IN_GROUPS:  # a run without a network kernel is the run it was before they existed:
+            if not cfg.get(option):  # its checkpoint still resumes
+                cfg.pop(option, None)
         return {"config": cfg, "sample_indices": self.indices}
 
     def setup(self, log: logging.Logger, reporter: Reporter) -> None:
@@ -258,7 +269,7 @@ class ProxyEvolution:
             label = "probing networks" + (f" ({dataset})" if self.multi else "")
             probes = probe_sample(
                 [(i, self.truth.arch(i)) for i in self.indices], self.dataset_settings[dataset], self.data_dir,
-                groups=DEFAULT_GROUPS + (("jacobian",) if config.jacobian else ()), cache=self.cache, executor=self.executor,
+                groups=probe_groups(config), cache=self.cache, executor=self.executor,
                 progress=lambda it, total, label=label: reporter.track(it, total, label), **kwargs,
             )
             # the sample is sharded over the executor's workers, which keep their shard for the whole run (shards.py)
@@ -294,7 +305,7 @@ class ProxyEvolution:
         if generation == 0:
             population = tb.population(n=config.population)
             if config.seed_classics:
-                names = classic_names(config.structural, config.jacobian)
+                names = classic_names(**language(config))
                 seeds = [_individual(classic_tokens(name)) for name in names][: config.population]
                 population[: len(seeds)] = seeds
         else:

@@ -22,7 +22,7 @@ from greenmachine.errors import GreenmachineError
 
 REGISTRY: dict[str, Callable[["ProxyInputs"], float]] = {}
 MODULES = ("synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen", "params", "flops", "zico",
-           "meco")
+           "meco", "ntk_cond")
 
 
 def measure(name: str):
