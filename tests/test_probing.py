@@ -35,15 +35,22 @@ def test_one_pass_captures_every_terminal(data_dir):
     assert float(eig.sum()) <= eig.numel() + 1e-6
 
 
+def _opt_in_kernel(data_dir, group: str, batch_size: int):
+    """The one kernel of an opt-in pass, which the default passes leave out, and the minibatch it was made on."""
+    (name,) = GROUPS[group]
+    settings = ProbeSettings("tss", "cifar10", batch_size=batch_size)
+    x, y = probe_batch(str(data_dir), "cifar10", batch_size, 0)
+    assert name not in probe_network(11, ARCH, settings, x, y).tensors
+    probe = probe_network(11, ARCH, settings, x, y, groups=(group,))
+    assert set(probe.tensors) == {name} and set(probe.pass_seconds) == {group}
+    (kernel,) = probe.tensors[name]
+    return kernel, x
+
+
 def test_jacobian_pass_is_opt_in_and_is_jacovs_correlation(data_dir):
     """The jacobian pass runs only when asked; its kernel is the correlation matrix of d(sum logits)/dx per image,
     computed here directly on the same seeded network."""
-    settings = ProbeSettings("tss", "cifar10", batch_size=16)
-    x, y = probe_batch(str(data_dir), "cifar10", 16, 0)
-    assert "jacob_corr" not in probe_network(11, ARCH, settings, x, y).tensors
-    probe = probe_network(11, ARCH, settings, x, y, groups=("jacobian",))
-    assert set(probe.tensors) == {"jacob_corr"} and set(probe.pass_seconds) == {"jacobian"}
-    (kernel,) = probe.tensors["jacob_corr"]
+    kernel, x = _opt_in_kernel(data_dir, "jacobian", 16)
     net = init_network("tss", ARCH, "cifar10", 0, 11).train()
     images = x.clone().requires_grad_(True)
     net(images).sum().backward()
@@ -59,12 +66,7 @@ def test_ntk_pass_is_opt_in_and_is_the_gram_matrix_of_per_image_gradients(data_d
     same seeded network (torch.func, not the pass's loop of backwards)."""
     from greenmachine.probing.probe import NTK_IMAGES
 
-    settings = ProbeSettings("tss", "cifar10", batch_size=20)
-    x, y = probe_batch(str(data_dir), "cifar10", 20, 0)
-    assert "ntk" not in probe_network(11, ARCH, settings, x, y).tensors
-    probe = probe_network(11, ARCH, settings, x, y, groups=("ntk",))
-    assert set(probe.tensors) == {"ntk"} and set(probe.pass_seconds) == {"ntk"}
-    (kernel,) = probe.tensors["ntk"]
+    kernel, x = _opt_in_kernel(data_dir, "ntk", 20)
     assert kernel.shape == (NTK_IMAGES, NTK_IMAGES) and kernel.dtype == torch.float64
     net = init_network("tss", ARCH, "cifar10", 0, 11).train()
     torch.func.replace_all_batch_norm_modules_(net)  # no running statistics: train-mode outputs are the same
