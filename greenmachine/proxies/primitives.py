@@ -173,12 +173,19 @@ def _family_ops(
 JACOV_K = 1e-5  # the jacov baseline's (and NASLib's) shift of the eigenvalues
 
 
+def _eigenvalues(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ascending eigenvalues of each symmetric kernel of the stack, and which kernels are finite (a kernel with a
+    non-finite entry is replaced by the identity for the decomposition, since eigvalsh fails on NaN)."""
+    finite = torch.isfinite(k).all(dim=-1).all(dim=-1)
+    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+    return torch.linalg.eigvalsh(torch.where(finite[:, None, None], k, eye)), finite
+
+
 def jacov_score(k: torch.Tensor) -> torch.Tensor:
     """-sum(log(v + k) + 1/(v + k)) over the eigenvalues v of each kernel (the jacov score of a correlation
     matrix); a kernel whose eigenvalues leave the log's domain (v + k <= 0) gets NaN, the worst fitness."""
-    finite = torch.isfinite(k).all(dim=-1).all(dim=-1)
-    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-    v = torch.linalg.eigvalsh(torch.where(finite[:, None, None], k, eye)) + JACOV_K  # eigvalsh fails on NaN
+    v, finite = _eigenvalues(k)
+    v = v + JACOV_K
     score = -(torch.log(v) + 1.0 / v).sum(dim=-1)
     return torch.where(finite, score, torch.full_like(score, float("nan")))
 
@@ -193,9 +200,7 @@ def _shared(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def kernel_condition(k: torch.Tensor) -> torch.Tensor:
     """log(lambda_max / lambda_min) of each symmetric kernel (TE-NAS's NTK condition number, as a log), lambda_min
     floored at 1e-12 lambda_max; NaN for a kernel with non-finite entries or no positive eigenvalue."""
-    finite = torch.isfinite(k).all(dim=-1).all(dim=-1)
-    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-    v = torch.linalg.eigvalsh(torch.where(finite[:, None, None], k, eye))
+    v, finite = _eigenvalues(k)
     top = v[..., -1]
     ok = finite & (top > 0)
     top = torch.where(ok, top, torch.ones_like(top))
