@@ -50,11 +50,24 @@ def test_resume_continues_exactly(tmp_path, data_dir, tss_truth, cache):
     assert [r["mean"] for r in resumed.history] == [r["mean"] for r in straight.history]
 
 
+def test_fingerprint_differences_name_the_setting():
+    from greenmachine.search.engine import fingerprint_differences
+
+    old = {"config": {"device": "cuda", "population": 200}, "sample_indices": [1, 2]}
+    assert fingerprint_differences(old, {"config": {"device": "cpu", "population": 200}, "sample_indices": [1, 2]}) \
+        == "device 'cuda' there, 'cpu' here"
+    assert fingerprint_differences(old, {"config": old["config"], "sample_indices": [1, 3]}) == "another sample indices"
+    many = {"config": {k: 1 for k in "abcde"}, "sample_indices": []}
+    assert fingerprint_differences({"config": {}, "sample_indices": []}, many).endswith("; 2 more")
+    assert fingerprint_differences(None, many) == "no readable fingerprint"
+
+
 def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):
     run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0))
     with pytest.raises(GreenmachineError, match="already holds a run"):
         run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(generations=0))
-    with pytest.raises(GreenmachineError, match="other settings"):
+    # the refusal names the setting that differs, so the user knows what to change back
+    with pytest.raises(GreenmachineError, match=r"other settings or another sample \(population 10 there, 12 here\)"):
         run(tmp_path, "r", data_dir, tss_truth, cache, TINY.override(population=12), resume=True)
     with pytest.raises(GreenmachineError, match="no checkpoint"):
         run(tmp_path, "none", data_dir, tss_truth, cache, resume=True)

@@ -51,6 +51,26 @@ CHECKPOINT_VERSION = 2
 MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024  # a checkpoint is a few MB at most; refuse to read anything absurd
 
 
+def fingerprint_differences(old: Any, new: dict[str, Any], limit: int = 3) -> str:
+    """What differs between a checkpoint's fingerprint and this run's, in a few words ("device cuda there, cpu
+    here"): a refused --resume should say which setting to change back, not only that one differs. Settings that
+    change numbers (the device, too: GPU and CPU probes differ in rounding) are all in the fingerprint."""
+    if not isinstance(old, dict):
+        return "no readable fingerprint"
+    parts = []
+    old_cfg = old.get("config") if isinstance(old.get("config"), dict) else {}
+    new_cfg = new.get("config") if isinstance(new.get("config"), dict) else {}
+    for key in sorted(set(old_cfg) | set(new_cfg)):
+        if old_cfg.get(key) != new_cfg.get(key):
+            parts.append(f"{key} {old_cfg.get(key)!r} there, {new_cfg.get(key)!r} here")
+    for key in sorted((set(old) | set(new)) - {"config"}):
+        if old.get(key) != new.get(key):
+            parts.append(f"another {key.replace('_', ' ')}")
+    if len(parts) > limit:
+        parts = parts[:limit] + [f"{len(parts) - limit} more"]
+    return "; ".join(parts) or "other settings"
+
+
 class CheckpointError(GreenmachineError):
     """A checkpoint that is not what this run wrote: damaged, forged, or of another run."""
 
@@ -274,7 +294,8 @@ class RunFolder:
             raise CheckpointError(f"--resume: {origin} is a {data.get('kind')!r} run, not {kind!r}")
         if data.get("fingerprint") != fingerprint:
             raise GreenmachineError(
-                f"--resume: {origin} belongs to a run with other settings or another sample; "
+                f"--resume: {origin} belongs to a run with other settings or another sample "
+                f"({fingerprint_differences(data.get('fingerprint'), fingerprint)}); "
                 "use the same config, or another --out"
             )
         gen = data.get("generation")
