@@ -245,3 +245,34 @@ def test_concurrent_writers_never_leave_a_half_or_mixed_entry(tmp_path):
         t.join()
     assert not errors, errors[0]
     assert [p.name for p in root.rglob("*") if p.is_file()] == [next(root.rglob("synflow-*.pt")).name]  # no temp left
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(pristine, tmp_path, monkeypatch):
+    """A cache write on a full disk (ENOSPC) is the one-line cache error, not torch.save's zip-writer RuntimeError
+    that a real full disk produced once ("unexpected pos"), and the temporary file goes."""
+    import errno
+
+    from greenmachine.errors import GreenmachineError
+
+    root = tmp_path / "cache"
+    cache = ProbeCache(root, data_dir=DATA)
+    real_fdopen = cache_module.os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.f = real_fdopen(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(bytes(data)[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "fdopen", Full)
+    with pytest.raises(GreenmachineError, match=r"cannot write the probe cache under .*No space left on device"):
+        cache.save(SETTINGS, pristine[1], "synflow")
+    assert not [p for p in root.rglob("*") if p.is_file()]

@@ -9,6 +9,7 @@ as each network finishes, so an interrupted run keeps every probe it had made.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -116,9 +117,14 @@ class ProbeCache:
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # serialised in memory first: torch.save writing to a file on a full disk fails inside its zip writer
+            # with a RuntimeError ("unexpected pos"), which would surface as an internal error; a plain write
+            # raises OSError (ENOSPC), reported below in one line
+            buffer = io.BytesIO()
+            torch.save({"key": key, "tensors": tensors, "seconds": float(probe.seconds)}, buffer)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
-                torch.save({"key": key, "tensors": tensors, "seconds": float(probe.seconds)}, f)
+                f.write(buffer.getbuffer())
             os.replace(tmp, path)
             tmp = None
         except OSError as exc:
