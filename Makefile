@@ -63,6 +63,12 @@ $(addprefix reproduce-,$(SETTINGS)): reproduce-%: install
 
 reproduce: $(addprefix reproduce-,$(SETTINGS)) table
 
+# The published SSS CIFAR-10 and CIFAR-100 stratified settings side by side on one GPU, after a CUDA smoke run
+# (scripts/gpu-published-sss.sh; BUDGET=SECONDS interrupts them, checkpoints kept, when the time is spent).
+.PHONY: reproduce-sss-gpu
+reproduce-sss-gpu: install
+	OUT=runs/gpu-published-sss PYTHON=$(BIN)/python bash scripts/gpu-published-sss.sh $(BUDGET)
+
 table: install
 	$(GM) report $(wildcard $(addprefix runs/,$(SETTINGS))) --out results/reproduction.md
 

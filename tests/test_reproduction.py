@@ -44,3 +44,28 @@ def test_reproduce_then_report(tmp_path, capsys, env):
     with pytest.raises(SystemExit) as exc:
         main(["report", str(tmp_path / "missing"), "--out", str(table)])
     assert exc.value.code == 2
+
+
+def test_gpu_script_configs_are_valid(tmp_path):
+    """scripts/gpu-published-sss.sh writes its own smoke config and a CPU fallback of the published configs: both
+    must stay loadable as the config schema moves (the script itself only runs on a lent GPU)."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    from greenmachine.config import load_config
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu-published-sss.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    smoke = re.search(r"<<'TOML'\n(.*?)\nTOML\n", text, re.S).group(1)
+    (tmp_path / "smoke.toml").write_text(smoke + "\n")
+    config = load_config(tmp_path / "smoke.toml").validate()
+    assert (config.space, config.device, config.eval_sampling) == ("sss", "cuda", "stratified")
+    for setting in ("sss-cifar10-stratified", "sss-cifar100-stratified"):
+        assert setting in text
+        published = (script.parents[1] / "configs" / f"{setting}.toml").read_text()
+        fallback = re.sub(r'(?m)^device = .*$', 'device = "cpu"', published) + 'workers = 7\nexecutor = "process"\n'
+        (tmp_path / f"{setting}.toml").write_text(fallback)
+        cpu = load_config(tmp_path / f"{setting}.toml").validate()
+        assert (cpu.device, cpu.workers, cpu.executor, cpu.population) == ("cpu", 7, "process", 200)
