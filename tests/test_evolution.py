@@ -60,6 +60,8 @@ def test_fingerprint_differences_name_the_setting():
     many = {"config": {k: 1 for k in "abcde"}, "sample_indices": []}
     assert fingerprint_differences({"config": {}, "sample_indices": []}, many).endswith("; 2 more")
     assert fingerprint_differences(None, many) == "no readable fingerprint"
+    forged = fingerprint_differences({"config": {"population": "x" * 10_000, "a\nb": 1}}, {"config": {"population": 8}})
+    assert len(forged) < 120 and "\n" not in forged
 
 
 def test_resume_and_overwrite_guards(tmp_path, data_dir, tss_truth, cache):

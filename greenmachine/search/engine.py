@@ -52,9 +52,18 @@ MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024  # a checkpoint is a few MB at most; re
 
 
 def fingerprint_differences(old: Any, new: dict[str, Any], limit: int = 3) -> str:
-    """What differs between a checkpoint's fingerprint and this run's, in a few words ("device cuda there, cpu
+    """What differs between a checkpoint's fingerprint and this run's, in a few words ("device 'cuda' there, 'cpu'
     here"): a refused --resume should say which setting to change back, not only that one differs. Settings that
-    change numbers (the device, too: GPU and CPU probes differ in rounding) are all in the fingerprint."""
+    change numbers (the device, too: GPU and CPU probes differ in rounding) are all in the fingerprint. Values are
+    cut to a few dozen characters: the checkpoint is a file, and the error stays one line whatever it holds."""
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    def name(key: str) -> str:  # a key as written, cut, with anything unprintable (a newline) replaced
+        return "".join(c if c.isprintable() else "?" for c in str(key)[:40])
+
     if not isinstance(old, dict):
         return "no readable fingerprint"
     parts = []
@@ -62,10 +71,10 @@ def fingerprint_differences(old: Any, new: dict[str, Any], limit: int = 3) -> st
     new_cfg = new.get("config") if isinstance(new.get("config"), dict) else {}
     for key in sorted(set(old_cfg) | set(new_cfg)):
         if old_cfg.get(key) != new_cfg.get(key):
-            parts.append(f"{key} {old_cfg.get(key)!r} there, {new_cfg.get(key)!r} here")
+            parts.append(f"{name(key)} {short(old_cfg.get(key))} there, {short(new_cfg.get(key))} here")
     for key in sorted((set(old) | set(new)) - {"config"}):
         if old.get(key) != new.get(key):
-            parts.append(f"another {key.replace('_', ' ')}")
+            parts.append(f"another {name(key).replace('_', ' ')}")
     if len(parts) > limit:
         parts = parts[:limit] + [f"{len(parts) - limit} more"]
     return "; ".join(parts) or "other settings"
