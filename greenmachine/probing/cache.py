@@ -25,7 +25,7 @@ from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
 from greenmachine.probing.memory import trim_heap
-from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, NetworkProbe, ProbeSettings, ntk_size, probe_network
+from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, KERNEL_SIDE, NetworkProbe, ProbeSettings, probe_network
 
 if TYPE_CHECKING:
     from greenmachine.energy.meter import Meter
@@ -156,9 +156,9 @@ def valid_pass(tensors: object, group: str, batch_size: int) -> bool:
         return _tensor_list(tensors["synflow_grad"], 1, torch.float64) is not None
     if group == "spectrum":
         return _tensor_list(tensors["corr_eig"], 1, torch.float64) is not None
-    if group in ("jacobian", "ntk"):  # one kernel per network
+    if group in KERNEL_SIDE:  # one kernel per network
         (name,) = GROUPS[group]
-        side = batch_size if group == "jacobian" else ntk_size(batch_size)
+        side = KERNEL_SIDE[group](batch_size)
         kernels = _tensor_list(tensors[name], 2, torch.float64)
         return kernels is not None and len(kernels) == 1 and kernels[0].shape == (side, side)
     weight = _tensor_list(tensors["weight"], 1, torch.float32)

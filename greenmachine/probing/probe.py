@@ -34,7 +34,7 @@ import contextlib
 import copy
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -341,6 +341,11 @@ def probe_jacobian(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch
 def ntk_size(batch_size: int) -> int:
     """The side of the ntk pass's kernel for a minibatch of ``batch_size`` images."""
     return min(batch_size, NTK_IMAGES)
+
+
+# the passes that hold one N x N kernel per network, and N for a minibatch of B images: what the probe cache checks
+# an entry of such a pass against (cache.valid_pass), so that a new kernel pass is one line here
+KERNEL_SIDE: dict[str, Callable[[int], int]] = {"jacobian": lambda batch_size: batch_size, "ntk": ntk_size}
 
 
 def probe_ntk(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
