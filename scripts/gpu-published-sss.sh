@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The published SSS settings (configs/sss-cifar10-stratified.toml, configs/sss-cifar100-stratified.toml) on one
 # GPU: both `greenmachine reproduce` runs at once (each is launch-bound and leaves most of the GPU idle), after a
-# tiny smoke run that checks the CUDA path (probing, GP fitness on the GPU, held-out scoring, baselines).
+# tiny smoke run that checks the CUDA path (probing, GP fitness on the GPU, held-out scoring; its baselines run
+# too, but a baseline failing on CUDA does not send the published runs to the CPU).
 #
 #   OUT=runs/gpu-published-sss GREENMACHINE_DATA=../shared/data bash scripts/gpu-published-sss.sh [SECONDS]
 #
 # SECONDS (default 3000) is a wall-clock budget: each run is interrupted (SIGINT, so its checkpoint is kept and
-# `make reproduce-<setting>` resumes it) when the budget is spent. Evolution and held-out scoring come first; the
+# `greenmachine reproduce` with the same --config and --out resumes it, on a GPU) when the budget is spent. Evolution and held-out scoring come first; the
 # baselines on the held-out sample come last and are what a short budget cuts. If the smoke run fails, the two
 # runs fall back to the CPU (a process pool of 7 workers each) and the log says so. Everything lands in $OUT.
 set -u
@@ -14,7 +15,8 @@ BUDGET=${1:-3000}
 OUT=${OUT:-runs/gpu-published-sss}
 PY=${PYTHON:-python3}
 start=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - start) )); }
+# seconds of the budget left, at least 1: `timeout 0` would mean no limit at all
+left() { local n=$(( BUDGET - ($(date +%s) - start) )); echo $(( n > 1 ? n : 1 )); }
 export PYTHONUNBUFFERED=1 GREENMACHINE_TRIM_BYTES=${GREENMACHINE_TRIM_BYTES:-4294967296}
 rm -rf /tmp/gm-smoke; mkdir -p "$OUT" /tmp/gm-smoke
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/machine.txt"
