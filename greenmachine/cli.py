@@ -711,6 +711,9 @@ def report(runs, out_path):
 @click.option("--population", type=int, default=None)
 @click.option("--generations", type=int, default=None)
 @click.option("--sample-size", type=int, default=None, help="Architectures in each evolution sample.")
+@click.option("--sampling", type=SAMPLING, default=None,
+              help="How each evolution sample is drawn (default from the config: stratified); the held-out "
+                   "sample is random either way.")
 @click.option("--batch-size", type=int, default=None, help="Images in the probe minibatch (evolution and held out).")
 @click.option("--structural/--no-structural", default=None,
               help="Let the GP use the structural terminals (default from the config: on for sss, off elsewhere).")
@@ -727,7 +730,7 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, batch_size, structural, jacobian, ntk, transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
+            sample_size, sampling, batch_size, structural, jacobian, ntk, transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
     from greenmachine.files import check_writable_dir
@@ -736,7 +739,7 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
     from greenmachine.workspace import resolve_data_dir
 
     overrides = {k: v for k, v in {"population": population, "generations": generations, "sample_size": sample_size,
-                                   "batch_size": batch_size, "structural": structural,
+                                   "sampling": sampling, "batch_size": batch_size, "structural": structural,
                                    "jacobian": jacobian, "ntk": ntk}.items() if v is not None}
     plan = QualityPlan(
         settings=parse_settings(settings_arg if settings_arg is not None else ",".join(DEFAULT_SETTINGS)),

@@ -68,7 +68,7 @@ class QualityPlan:
     heldout_probe_seed: int = 0  # minibatch and initialisation of every held-out probe of a setting
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     config_path: str | None = None  # a TOML evolve config; None = the package defaults and the space's own
-    overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, batch_size, structural, jacobian, ntk
+    overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, sampling, batch_size, structural, jacobian, ntk
     device: str = "cpu"
     # score every seed's proxy on the held-out samples of the plan's other datasets of the same space (transfer)
     transfer: bool = True

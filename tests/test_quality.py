@@ -153,6 +153,28 @@ def test_parse_settings_and_plan():
     assert plan.seeds == 3 and plan.heldout == 2000 and plan.baselines == ("params", "synflow", "naswot", "meco")
     with pytest.raises(GreenmachineError, match="twice"):
         QualityPlan(settings=(("tss", "cifar10"), ("tss", "cifar10"))).validate()
+    assert plan.evolve_config("tss", "cifar10", 0).sampling == "stratified"  # the package default
+    random_plan = QualityPlan(overrides={"sampling": "random"}).validate()
+    assert {random_plan.evolve_config(s, d, 1).sampling for s, d in random_plan.settings} == {"random"}
+
+
+def test_quality_sampling_option_reaches_every_evolution(tmp_path, env, capsys, monkeypatch):
+    """--sampling overrides the config for every setting and seed (and bad values are one-line errors)."""
+    import greenmachine.quality as quality_module
+
+    seen = {}
+
+    def fake_run(plan, *args, **kwargs):
+        seen["configs"] = [plan.evolve_config(s, d, k) for s, d in plan.settings for k in range(plan.seeds)]
+        raise GreenmachineError("stop here")
+
+    monkeypatch.setattr(quality_module, "run_quality", fake_run)
+    code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,sss/cifar100", "--sampling", "random",
+                      "--out", tmp_path / "runs", "--table", tmp_path / "q.md", "--quiet")
+    assert code == 2 and "stop here" in err
+    assert len(seen["configs"]) == 6 and {c.sampling for c in seen["configs"]} == {"random"}
+    code, _, err = gm(capsys, "quality", "--sampling", "uniform", "--out", tmp_path / "runs", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "uniform" in err
 
 
 def test_quality_transfer_tables_tiny(tmp_path, env, capsys):
