@@ -37,15 +37,10 @@ def _common(f):
 
 
 def _cache(cache_dir, no_cache, data_dir=None):
-    """The probe cache; ``data_dir`` lets it key entries on the digest of the images actually probed. A cache
-    folder that cannot be written is refused here, before probing, not at the first network's save."""
-    from greenmachine.files import check_writable_dir
-    from greenmachine.probing.cache import ProbeCache, default_cache_dir
+    """The probe cache (``data_dir`` keys its entries on the digest of the images actually probed)."""
+    from greenmachine.probing.cache import open_cache
 
-    root = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
-    if root is not None:
-        check_writable_dir(root, "--cache-dir" if cache_dir else "the probe cache folder")
-    return ProbeCache(root, data_dir=data_dir)
+    return open_cache(cache_dir, no_cache, data_dir)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -460,6 +455,58 @@ def truth_export(space, official_dir, out_path, quiet):
         gt = load_official(official_dir, space, progress=lambda todo: reporter.track(todo, len(todo), "reading records"))
     rows = export_table(gt, out_path)
     click.echo(f"wrote {rows} architectures to {out_path}")
+
+
+@cli.group()
+def cache() -> None:
+    """The probe cache: what it holds, and pruning it (set $GREENMACHINE_CACHE_MAX_GB to cap it as runs write)."""
+
+
+_CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                          help="Probe cache; default $GREENMACHINE_CACHE or ~/.cache/greenmachine.")
+
+
+def _cache_folder(cache_dir):
+    from greenmachine.probing.cache import ProbeCache, default_cache_dir
+
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise GreenmachineError(f"the probe cache {root} is not a folder")
+    return ProbeCache(root)
+
+
+@cache.command("info")
+@_CACHE_DIR
+def cache_info(cache_dir):
+    """Entries and size per space, dataset and pass, and the cap in force."""
+    from collections import defaultdict
+
+    from greenmachine.probing.cache import MAX_GB_ENV, max_bytes_from_env
+
+    store = _cache_folder(cache_dir)
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    entries = store.entries()
+    for e in entries:
+        groups[(e.space, e.dataset, e.group)][0] += 1
+        groups[(e.space, e.dataset, e.group)][1] += e.size
+    for (space, dataset, group), (n, size) in sorted(groups.items()):
+        click.echo(f"{space}/{dataset}/{group}: {n} entries, {size / 1e9:.2f} GB")
+    cap = max_bytes_from_env()
+    click.echo(f"cache={store.root} entries={len(entries)} gb={sum(e.size for e in entries) / 1e9:.2f} "
+               f"max_gb={'none' if cap is None else f'{cap / 1e9:g}'} (${MAX_GB_ENV})")
+
+
+@cache.command("prune")
+@click.option("--max-gb", required=True, help="Keep at most this many GB (10^9 bytes); 0 empties the cache.")
+@_CACHE_DIR
+def cache_prune(max_gb, cache_dir):
+    """Remove the least recently used entries until the cache holds at most --max-gb."""
+    from greenmachine.probing.cache import gb_to_bytes
+
+    store = _cache_folder(cache_dir)
+    r = store.prune(gb_to_bytes(max_gb, "--max-gb", allow_zero=True))
+    click.echo(f"removed {r.removed} entries ({r.freed / 1e9:.2f} GB); kept {r.kept} ({r.kept_bytes / 1e9:.2f} GB) "
+               f"in {store.root}")
 
 
 @cli.group()

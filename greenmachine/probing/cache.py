@@ -8,13 +8,15 @@ as each network finishes, so an interrupted run keeps every probe it had made.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -36,6 +38,67 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "greenmachine"
+
+
+MAX_GB_ENV = "GREENMACHINE_CACHE_MAX_GB"
+# after going over its cap the cache is pruned to this fraction of it, so that the next few hundred entries are
+# written without a scan of the folder each
+PRUNE_TO = 0.9
+# a temporary file of a writer killed mid-write is removed by a prune once it is this old (a live writer's file
+# exists for the milliseconds of one write)
+STALE_TMP_SECONDS = 3600.0
+
+
+def max_bytes_from_env() -> int | None:
+    """The cache cap of ``$GREENMACHINE_CACHE_MAX_GB`` (GB = 10^9 bytes), or None when unset or empty."""
+    text = os.environ.get(MAX_GB_ENV, "").strip()
+    if not text:
+        return None
+    return gb_to_bytes(text, f"${MAX_GB_ENV}")
+
+
+def gb_to_bytes(value: float | str, what: str, allow_zero: bool = False) -> int:
+    """A size in GB (10^9 bytes) given by a person, as bytes; anything but a finite positive number (or 0 where
+    allowed) is a one-line error."""
+    try:
+        gb = float(value)
+    except ValueError:
+        raise GreenmachineError(f"{what} must be a number of GB, got {str(value)[:40]!r}") from None
+    if not (0 <= gb if allow_zero else 0 < gb) or gb == float("inf"):
+        raise GreenmachineError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} number of GB, "
+                                f"got {str(value)[:40]!r}")
+    return int(gb * 1e9)
+
+
+def open_cache(cache_dir: str | Path | None, no_cache: bool, data_dir: str | Path | None = None) -> "ProbeCache":
+    """The probe cache of a command: ``--cache-dir``, else ``$GREENMACHINE_CACHE``, else ~/.cache/greenmachine;
+    none with ``--no-cache``; capped by ``$GREENMACHINE_CACHE_MAX_GB``. A folder that cannot be written is refused
+    here, before probing, not at the first network's save."""
+    from greenmachine.files import check_writable_dir
+
+    if no_cache:
+        return ProbeCache(None, data_dir=data_dir)
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    check_writable_dir(root, "--cache-dir" if cache_dir else "the probe cache folder")
+    return ProbeCache(root, data_dir=data_dir, max_bytes=max_bytes_from_env())
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    space: str
+    dataset: str
+    group: str
+    size: int
+    last_used: float  # mtime: set when written and touched on every hit, so the oldest is the least recently used
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: int
+    freed: int  # bytes
+    kept: int
+    kept_bytes: int
 
 
 CACHE_FORMAT = "greenmachine-probe-cache"
@@ -61,6 +124,9 @@ class ProbeCache:
 
     root: Path | None
     data_dir: str | Path | None = None
+    # when set, the least recently used entries are removed once the folder holds more than this (see ``save``)
+    max_bytes: int | None = None
+    _bytes: int | None = field(default=None, repr=False, compare=False)  # this process's running estimate
 
     def key(self, settings: ProbeSettings, index: int, arch: str, group: str) -> str | None:
         """The entry's key as canonical JSON, or None when the minibatch digest cannot be known."""
@@ -99,6 +165,8 @@ class ProbeCache:
             return None
         if not valid_pass(tensors, group, settings.batch_size):
             return None
+        with contextlib.suppress(OSError):  # a hit is a use: the least recently used entries go first
+            os.utime(path)
         return tensors, float(seconds)
 
     def save(self, settings: ProbeSettings, probe: NetworkProbe, group: str) -> None:
@@ -132,6 +200,61 @@ class ProbeCache:
         finally:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
+        if self.max_bytes is not None:
+            self._account(buffer.getbuffer().nbytes)
+
+    def _account(self, written: int) -> None:
+        """Keep the folder under ``max_bytes``. The folder is scanned once, then this process adds what it writes;
+        over the cap it scans again (other processes sharing the folder write too) and prunes to
+        :data:`PRUNE_TO` of the cap, oldest entries first, so that a scan comes once per many writes."""
+        assert self.max_bytes is not None
+        if self._bytes is None:
+            self._bytes = sum(e.size for e in self.entries())
+        else:
+            self._bytes += written
+        if self._bytes > self.max_bytes:
+            self._bytes = self.prune(int(self.max_bytes * PRUNE_TO)).kept_bytes
+
+    def entries(self) -> list[CacheEntry]:
+        """Every entry file under the root (``<space>/<dataset>/<pass>-<hash>.pt``), oldest use first."""
+        out: list[CacheEntry] = []
+        if self.root is None or not self.root.is_dir():
+            return out
+        for path in self.root.glob("*/*/*.pt"):
+            group = path.name.partition("-")[0]
+            if group not in GROUPS or path.name.startswith("."):
+                continue
+            try:
+                st = path.stat()
+            except OSError:  # removed meanwhile by another process
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append(CacheEntry(path, path.parent.parent.name, path.parent.name, group, st.st_size,
+                                      st.st_mtime))
+        out.sort(key=lambda e: (e.last_used, str(e.path)))
+        return out
+
+    def prune(self, max_bytes: int) -> PruneResult:
+        """Remove the least recently used entries until the rest hold at most ``max_bytes``, and temporary files
+        left by killed writers (older than :data:`STALE_TMP_SECONDS`)."""
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        removed = freed = 0
+        for e in entries:
+            if total <= max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                e.path.unlink()
+                removed += 1
+                freed += e.size
+            total -= e.size
+        if self.root is not None and self.root.is_dir():
+            now = time.time()
+            for tmp in self.root.glob("*/*/.*.tmp"):
+                with contextlib.suppress(OSError):
+                    if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                        tmp.unlink()
+        return PruneResult(removed, freed, len(entries) - removed, total)
 
 
 def _tensor_list(value: object, ndim: int, dtype: torch.dtype) -> list[torch.Tensor] | None:

@@ -72,7 +72,7 @@ def search(space, dataset, objective, cost, algorithm, budget, population, seed,
     Writes front.csv, evaluated.csv, summary.json, front.png, history.csv and a checkpoint into --out; with
     --seeds, one folder per seed plus seeds.csv and summary.json (mean, std)."""
     from greenmachine.executor import make_executor
-    from greenmachine.probing.cache import ProbeCache, default_cache_dir
+    from greenmachine.probing.cache import open_cache
     from greenmachine.search.architecture import SearchConfig, parse_seeds, run_search, run_seeds
     from greenmachine.spaces import get_space
     from greenmachine.ui import Reporter
@@ -101,11 +101,7 @@ def search(space, dataset, objective, cost, algorithm, budget, population, seed,
     from greenmachine.files import check_writable_dir
 
     check_writable_dir(out, "--out")  # before the costs over the whole space and any probing, not after
-    root = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
-    try:  # the cache keys entries on the digest of the images in this data folder
-        cache = ProbeCache(root, data_dir=data)
-    except TypeError:  # a ProbeCache without the images digest
-        cache = ProbeCache(root)
+    cache = open_cache(cache_dir, no_cache, data)  # keyed on the digest of the images in this data folder
     meter = settings = None
     try:
         from greenmachine.energy.accounting import EnergySettings
