@@ -467,9 +467,9 @@ _CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), defau
 
 
 def _cache_folder(cache_dir):
-    from greenmachine.probing.cache import ProbeCache, default_cache_dir
+    from greenmachine.probing.cache import ProbeCache, cache_root
 
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = cache_root(cache_dir)
     if root.exists() and not root.is_dir():
         raise GreenmachineError(f"the probe cache {root} is not a folder")
     return ProbeCache(root)

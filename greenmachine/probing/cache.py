@@ -70,15 +70,20 @@ def gb_to_bytes(value: float | str, what: str, allow_zero: bool = False) -> int:
     return int(gb * 1e9)
 
 
+def cache_root(cache_dir: str | Path | None) -> Path:
+    """The cache folder a command uses: ``--cache-dir``, else ``$GREENMACHINE_CACHE``, else ~/.cache/greenmachine."""
+    return Path(cache_dir) if cache_dir else default_cache_dir()
+
+
 def open_cache(cache_dir: str | Path | None, no_cache: bool, data_dir: str | Path | None = None) -> "ProbeCache":
-    """The probe cache of a command: ``--cache-dir``, else ``$GREENMACHINE_CACHE``, else ~/.cache/greenmachine;
-    none with ``--no-cache``; capped by ``$GREENMACHINE_CACHE_MAX_GB``. A folder that cannot be written is refused
-    here, before probing, not at the first network's save."""
+    """The probe cache of a command (:func:`cache_root`); none with ``--no-cache``; capped by
+    ``$GREENMACHINE_CACHE_MAX_GB``. A folder that cannot be written is refused here, before probing, not at the
+    first network's save."""
     from greenmachine.files import check_writable_dir
 
     if no_cache:
         return ProbeCache(None, data_dir=data_dir)
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = cache_root(cache_dir)
     check_writable_dir(root, "--cache-dir" if cache_dir else "the probe cache folder")
     return ProbeCache(root, data_dir=data_dir, max_bytes=max_bytes_from_env())
 
@@ -222,7 +227,7 @@ class ProbeCache:
             return out
         for path in self.root.glob("*/*/*.pt"):
             group = path.name.partition("-")[0]
-            if group not in GROUPS or path.name.startswith("."):
+            if group not in GROUPS:  # also a writer's ".<name>.<random>.tmp", which the pattern does not match anyway
                 continue
             try:
                 st = path.stat()
