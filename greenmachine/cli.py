@@ -483,6 +483,7 @@ def cache_info(cache_dir):
 
     from greenmachine.probing.cache import MAX_GB_ENV, max_bytes_from_env
 
+    cap = max_bytes_from_env()  # a bad value is an error before anything is listed
     store = _cache_folder(cache_dir)
     groups: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     entries = store.entries()
@@ -491,7 +492,6 @@ def cache_info(cache_dir):
         groups[(e.space, e.dataset, e.group)][1] += e.size
     for (space, dataset, group), (n, size) in sorted(groups.items()):
         click.echo(f"{space}/{dataset}/{group}: {n} entries, {size / 1e9:.2f} GB")
-    cap = max_bytes_from_env()
     click.echo(f"cache={store.root} entries={len(entries)} gb={sum(e.size for e in entries) / 1e9:.2f} "
                f"max_gb={'none' if cap is None else f'{cap / 1e9:g}'} (${MAX_GB_ENV})")
 

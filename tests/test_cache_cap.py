@@ -102,6 +102,10 @@ def test_cache_commands(filled, capsys, monkeypatch):
     total = sum(e.size for e in entries)
     assert f"tss/cifar10/synflow: 3 entries, {total / 1e9:.2f} GB" in out
     assert f"entries=3 gb={total / 1e9:.2f} max_gb=none" in out
+    monkeypatch.setenv("GREENMACHINE_CACHE_MAX_GB", "many")  # a bad cap: one line, and nothing listed first
+    code, out, err = gm(capsys, "cache", "info", "--cache-dir", root)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "GREENMACHINE_CACHE_MAX_GB" in err
+    monkeypatch.delenv("GREENMACHINE_CACHE_MAX_GB")
     code, out, err = gm(capsys, "cache", "prune", "--max-gb", "-1", "--cache-dir", root)
     assert code == 2 and err.count("\n") == 1 and "non-negative number of GB" in err
     code, out, err = gm(capsys, "cache", "prune", "--max-gb", "0", "--cache-dir", root)
