@@ -7,11 +7,20 @@ and a linear regression on the space's encoding (``SearchSpace.encode``: one-hot
 counts for SSS) are fitted on one random half of the space's architectures, and ranked ``draws`` random samples of
 ``sample_size`` architectures from the other half. Their Kendall tau, mean and standard deviation over the draws,
 is the figure a proxy would have to reach to rank as well as a supervised predictor fitted on half the benchmark.
+
+``ceiling --scores`` (:func:`proxy_gap`) asks the next question of one proxy's scores: what does the architecture
+tell about accuracy that the proxy does not? Cross-fitted on the scored architectures, it compares the proxy alone,
+the encoding alone and the encoding plus the proxy's rank, and names the encoding entries that the proxy's ranking
+errors follow. A large gain from adding the encoding says the missing signal is in the architecture (a probe could
+in principle find it); none says the rest is what the benchmark's single training run adds.
 """
 
 from __future__ import annotations
 
+import csv
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -62,3 +71,101 @@ def encoding_ceiling(truth, space, dataset: str, sample_size: int = 2000, draws:
 
     return CeilingResult(space.name, dataset, len(train), sample_size, draws, stats(taus["boosted"]),
                          stats(taus["linear"]))
+
+
+#: a cross-fitted comparison needs enough architectures per fold for the boosted trees to learn anything
+MIN_SCORED = 50
+
+
+@dataclass(frozen=True)
+class GapResult:
+    space: str
+    dataset: str
+    scored: int  # architectures with a finite score and an accuracy on ``dataset``
+    dropped: int  # rows left out: no finite score
+    folds: int
+    proxy: float  # mean over the test folds of the Kendall tau of the proxy alone
+    encoding: float  # ... of boosted trees on the encoding, fitted on the other folds' accuracies
+    encoding_plus_proxy: float  # ... of boosted trees on the encoding and the proxy's rank
+    missed: tuple[tuple[str, float], ...]  # encoding entries by |correlation| with (accuracy rank - proxy rank)
+
+
+def read_scores(path: str | Path, column: str = "score") -> tuple[list[str], np.ndarray]:
+    """The ``arch`` and ``column`` of a scores CSV (``heldout_scores.csv``, ``baselines.csv``, ``score --out``);
+    a score that is empty or not finite is NaN (the caller drops it and says how many)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GreenmachineError(f"scores file not found: {path}")
+    archs, scores = [], []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            for needed in ("arch", column):
+                if needed not in fields:
+                    raise GreenmachineError(f"scores file {path} has no {needed!r} column (columns: {fields})")
+            for row in reader:
+                try:
+                    value = float(row[column])
+                except (TypeError, ValueError):
+                    value = math.nan
+                archs.append(row["arch"] or "")
+                scores.append(value if math.isfinite(value) else math.nan)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise GreenmachineError(f"scores file {path} is malformed: {exc}") from None
+    return archs, np.array(scores, dtype=np.float64)
+
+
+def proxy_gap(truth, space, dataset: str, archs: list[str], scores: np.ndarray, folds: int = 2, seed: int = 0,
+              top: int = 5, source: str = "the scores") -> GapResult:
+    """Cross-fit, over ``folds`` random folds of the scored architectures, boosted trees on the encoding with and
+    without the proxy's rank, and report each test fold's Kendall tau beside the proxy's own on that fold (means).
+
+    The proxy enters as its rank over all scored architectures (no accuracy is used to make it), so the trees see
+    the proxy's ordering and nothing of its scale. ``missed`` is the Pearson correlation of each encoding entry with
+    the proxy's ranking error (accuracy rank minus proxy rank, both scaled to 0..1) over all scored architectures:
+    a positive entry is one the proxy under-rates."""
+    from scipy.stats import rankdata
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    if folds < 2:
+        raise GreenmachineError("ceiling: --folds must be at least 2")
+    names = space.encoding_names()  # first: a space without an encoding says so
+    finite = np.isfinite(scores)
+    known = set(truth.available(dataset).tolist())  # first: a dataset the ground truth lacks says so
+    indices = []
+    for arch, ok in zip(archs, finite):
+        if ok:
+            i = truth.index_of(arch)  # a one-line error for a string that is not of this space
+            if i not in known:
+                raise GreenmachineError(f"{source}: architecture {i} has no {dataset} accuracy in {truth.source}")
+            indices.append(i)
+    if len(set(indices)) != len(indices):
+        raise GreenmachineError(f"{source} lists an architecture twice")
+    if len(indices) < max(MIN_SCORED, 2 * folds):
+        raise GreenmachineError(f"{source}: {len(indices)} architectures with a finite score; at least "
+                                f"{max(MIN_SCORED, 2 * folds)} are needed")
+    s = scores[finite]
+    if np.ptp(s) == 0:
+        raise GreenmachineError(f"{source}: every score is the same; the proxy ranks nothing")
+    y = truth.acc(dataset, indices)
+    X = np.array([space.encode(truth.archs[i]) for i in indices], dtype=np.float64)
+    r = rankdata(s) / len(s)
+    Xp = np.column_stack([X, r])
+    order = np.random.default_rng(seed).permutation(len(indices))
+    taus: dict[str, list[float]] = {"proxy": [], "encoding": [], "both": []}
+    for test in np.array_split(order, folds):
+        train = np.setdiff1d(order, test)
+        taus["proxy"].append(rank_correlations(s[test], y[test])[0])
+        for name, features in (("encoding", X), ("both", Xp)):
+            model = HistGradientBoostingRegressor(random_state=seed).fit(features[train], y[train])
+            taus[name].append(rank_correlations(model.predict(features[test]), y[test])[0])
+    error = rankdata(y) / len(y) - r
+    corr = []
+    for j, name in enumerate(names):
+        column = X[:, j]
+        if np.ptp(column) > 0 and np.ptp(error) > 0:
+            corr.append((name, float(np.corrcoef(column, error)[0, 1])))
+    corr.sort(key=lambda item: -abs(item[1]))
+    return GapResult(space.name, dataset, len(indices), int((~finite).sum()), folds, float(np.mean(taus["proxy"])),
+                     float(np.mean(taus["encoding"])), float(np.mean(taus["both"])), tuple(corr[:top]))

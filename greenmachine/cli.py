@@ -817,17 +817,51 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
               help="Architectures per random sample ranked (from the half not trained on).")
 @click.option("--draws", type=int, default=20, show_default=True, help="Random samples drawn.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split and of the draws.")
+@click.option("--scores", "scores_path", type=click.Path(dir_okay=False), default=None,
+              help="Instead: a proxy's scores CSV (columns arch and --score-column, e.g. heldout_scores.csv). "
+                   "Cross-fitted on its architectures: the proxy alone, boosted trees on the encoding, and on the "
+                   "encoding plus the proxy's rank; and the encoding entries the proxy's ranking errors follow.")
+@click.option("--score-column", default="score", show_default=True,
+              help="With --scores: the column to read (baselines.csv has one per baseline).")
+@click.option("--folds", type=int, default=2, show_default=True, help="With --scores: cross-fitting folds.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Data folder (nats/); default $GREENMACHINE_DATA.")
-def ceiling(space, dataset, sample_size, draws, seed, data_dir):
+@click.pass_context
+def ceiling(ctx, space, dataset, sample_size, draws, seed, scores_path, score_column, folds, data_dir):
     """How well predictors fitted on half the benchmark's accuracies rank random samples of the other half: the
-    reference a zero-cost proxy is measured against (README, Proxy quality)."""
-    from greenmachine.ceiling import encoding_ceiling
+    reference a zero-cost proxy is measured against (README, Proxy quality). With --scores: what the architecture
+    tells about accuracy that one proxy's scores miss."""
+    from greenmachine.ceiling import encoding_ceiling, proxy_gap, read_scores
     from greenmachine.spaces import get_space
     from greenmachine.workspace import load_space_truth, resolve_data_dir
 
+    given = {name for name in ("sample_size", "draws", "score_column", "folds")
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if scores_path is None and given & {"score_column", "folds"}:
+        raise GreenmachineError("ceiling: --score-column and --folds apply only with --scores")
+    if scores_path is not None and given & {"sample_size", "draws"}:
+        raise GreenmachineError("ceiling: --sample-size and --draws do not apply with --scores (its architectures "
+                                "are the sample)")
     space_obj = get_space(space)
     space_obj.check_dataset(dataset)
+    if scores_path is not None:
+        space_obj.encoding_names()  # a space without an encoding says so before the scores or the truth are read
+        archs, values = read_scores(scores_path, score_column)
+        truth = load_space_truth(resolve_data_dir(data_dir), space)
+        g = proxy_gap(truth, space_obj, dataset, archs, values, folds, seed, source=f"scores file {scores_path}")
+        dropped = f" ({g.dropped} without a finite score left out)" if g.dropped else ""
+        click.echo(f"{space}/{dataset}: {g.scored:,} scored architectures{dropped}, {g.folds}-fold cross-fitted; "
+                   f"Kendall tau on the test folds, mean over the folds")
+        click.echo(f"proxy_kendall_tau={g.proxy:.4f}")
+        click.echo(f"encoding_kendall_tau={g.encoding:.4f}")
+        click.echo(f"encoding_plus_proxy_kendall_tau={g.encoding_plus_proxy:.4f}")
+        click.echo("encoding entries the proxy's ranking errors follow (correlation with accuracy rank minus proxy "
+                   "rank; positive: under-rated by the proxy):")
+        for name, value in g.missed:
+            click.echo(f"  {value:+.3f}  {name}")
+        if not g.missed:
+            click.echo("  none: the proxy ranks the scored architectures as their accuracies do")
+        return
     truth = load_space_truth(resolve_data_dir(data_dir), space)
     r = encoding_ceiling(truth, space_obj, dataset, sample_size, draws, seed)
     click.echo(f"{space}/{dataset}: predictors fitted on {r.trained_on:,} architectures' accuracies rank "

@@ -61,3 +61,74 @@ def test_ceiling_cli(env, capsys):
                           (["--draws", 0], "at least 1")):
         code, _, err = gm(capsys, "ceiling", *args)
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def _tss_sample(data_dir, n=600, seed=0):
+    from greenmachine.spaces.truth import load_table
+
+    truth = load_table(data_dir / "nats" / "tss-hp200.csv", "tss")
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(truth.available("cifar10"), size=n, replace=False)
+    return truth, indices, truth.acc("cifar10", indices)
+
+
+def test_proxy_gap_names_what_the_proxy_misses(data_dir):
+    """A proxy that is the accuracy, blind to one encoding entry: the cross-fitted figures and the named entry."""
+    from greenmachine.ceiling import proxy_gap
+
+    truth, indices, acc = _tss_sample(data_dir)
+    space = get_space("tss")
+    archs = [truth.archs[i] for i in indices]
+    skip_0_3 = np.array([space.encode(a)[space.encoding_names().index("skip_connect on edge 0->3")] for a in archs])
+    assert 0 < skip_0_3.sum() < len(archs)
+    exact = proxy_gap(truth, space, "cifar10", archs, acc.copy())
+    assert exact.proxy == pytest.approx(1.0) and exact.scored == 600 and exact.dropped == 0
+    assert exact.missed == ()  # a proxy that ranks like the accuracy makes no ranking error to follow
+    blind = acc - 8.0 * skip_0_3  # under-rates every cell with a skip from input to output
+    scores = np.concatenate([blind, [np.nan]])  # a row without a finite score is left out, and counted
+    g = proxy_gap(truth, space, "cifar10", archs + [space.example], scores, folds=3, seed=1)
+    assert (g.scored, g.dropped, g.folds) == (600, 1, 3)
+    assert g.missed[0][0] == "skip_connect on edge 0->3" and g.missed[0][1] > 0.3
+    assert g.encoding_plus_proxy > g.proxy + 0.05  # the trees put back the entry the proxy is blind to
+    # the proxy's figure is its Kendall tau on the same folds, recomputed here
+    order = np.random.default_rng(1).permutation(600)
+    taus = [rank_correlations(blind[test], acc[test])[0] for test in np.array_split(order, 3)]
+    assert g.proxy == pytest.approx(np.mean(taus), abs=1e-12)
+    assert 0.0 < g.encoding < 1.0
+    with pytest.raises(GreenmachineError, match="every score is the same"):
+        proxy_gap(truth, space, "cifar10", archs, np.ones(600))
+    with pytest.raises(GreenmachineError, match="at least 50 are needed"):
+        proxy_gap(truth, space, "cifar10", archs[:40], acc[:40])
+    with pytest.raises(GreenmachineError, match="lists an architecture twice"):
+        proxy_gap(truth, space, "cifar10", archs + archs[:1], np.concatenate([acc, acc[:1]]))
+    with pytest.raises(GreenmachineError, match="--folds must be at least 2"):
+        proxy_gap(truth, space, "cifar10", archs, acc, folds=1)
+
+
+def test_ceiling_scores_cli(env, capsys, data_dir, tmp_path):
+    truth, indices, acc = _tss_sample(data_dir, n=200, seed=2)
+    path = tmp_path / "scores.csv"
+    rows = ["index,arch,score,other"] + [f"{i},{truth.archs[i]},{a:.6f},{-a:.6f}" for i, a in zip(indices, acc)]
+    path.write_text("\n".join(rows + [f"0,{truth.archs[0]},nan,"]) + "\n")
+    code, out, err = gm(capsys, "ceiling", "--space", "tss", "--dataset", "cifar10", "--scores", path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("tss/cifar10: 200 scored architectures (1 without a finite score left out), 2-fold")
+    assert lines[1] == "proxy_kendall_tau=1.0000"
+    assert lines[2].startswith("encoding_kendall_tau=") and lines[3].startswith("encoding_plus_proxy_kendall_tau=")
+    assert len(lines) == 5 + 5 and all(" on edge " in line for line in lines[5:])
+    code, out, err = gm(capsys, "ceiling", "--space", "tss", "--dataset", "cifar10", "--scores", path,
+                        "--score-column", "other", "--folds", 4)
+    assert code == 0, err
+    assert "4-fold" in out and "proxy_kendall_tau=-1.0000" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arch,score\n" + f"{truth.archs[indices[0]]},1\n" + "8:16:24:32:64,2\n")
+    for args, message in ((["--scores", tmp_path / "none.csv"], "scores file not found"),
+                          (["--scores", path, "--score-column", "synflow"], "has no 'synflow' column"),
+                          (["--scores", bad], "is not a TSS (NAS-Bench-201) cell string"),
+                          (["--scores", path, "--draws", 3], "do not apply with --scores"),
+                          (["--folds", 3], "apply only with --scores"),
+                          (["--scores", path, "--space", "ecnas-4v"], "no architecture encoding")):
+        full = ["--space", "tss", "--dataset", "cifar10", *args] if "--space" not in args else ["--dataset", "cifar10", *args]
+        code, _, err = gm(capsys, "ceiling", *full)
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (args, err)

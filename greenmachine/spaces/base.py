@@ -103,6 +103,10 @@ class SearchSpace(ABC):
         (``greenmachine ceiling``); a space without one says so."""
         raise GreenmachineError(f"the {self.name} space has no architecture encoding (greenmachine ceiling)")
 
+    def encoding_names(self) -> list[str]:
+        """One readable name per :meth:`encode` entry, in its order (what ``ceiling --scores`` reports)."""
+        raise GreenmachineError(f"the {self.name} space has no architecture encoding (greenmachine ceiling)")
+
     @abstractmethod
     def random_arch(self, rng: random.Random) -> str:
         """A uniformly random architecture of the space."""

@@ -68,6 +68,9 @@ class SSS(NatsSpace):
         """log2 of the 5 channel counts (accuracy is close to linear in them: README, Proxy quality)."""
         return [math.log2(int(c)) for c in self.validate(arch).split(":")]
 
+    def encoding_names(self) -> list[str]:
+        return [f"log2 channels at position {k + 1}" for k in range(SSS_STAGES)]
+
     def random_arch(self, rng: random.Random) -> str:
         return ":".join(rng.choice(_CHOICES) for _ in range(SSS_STAGES))
 

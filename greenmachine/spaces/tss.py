@@ -77,6 +77,9 @@ class TSS(NatsSpace):
         """One-hot operation per edge (6 edges x 5 operations, :data:`EDGES` order)."""
         return [float(op == choice) for op in arch_ops(self.validate(arch)) for choice in TSS_OPS]
 
+    def encoding_names(self) -> list[str]:
+        return [f"{choice} on edge {frm}->{to}" for to, frm in EDGES for choice in TSS_OPS]
+
     def random_arch(self, rng: random.Random) -> str:
         return arch_from_ops([rng.choice(TSS_OPS) for _ in EDGES])
 
