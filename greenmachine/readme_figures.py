@@ -42,10 +42,12 @@ from greenmachine.errors import GreenmachineError
 ROOT = Path(__file__).resolve().parents[1]
 #: The 1-minute load average below which the machine counts as idle (stated in every block).
 IDLE_LOAD = 0.3
-STEPS = ("evolve", "score", "bench", "energy", "tests", "baselines")
+STEPS = ("evolve", "score", "evolve-sss", "bench", "energy", "tests", "baselines")
 
 # The commands exactly as the README quotes them (``gm`` is ``.venv/bin/greenmachine``).
 EVOLVE = ["gm", "evolve", "--space", "tss", "--dataset", "cifar10", "--out", "runs/demo"]
+# The SSS default-sized run (issue 12: within 15 minutes on a 2-core CPU), its own cold cache folder's worth.
+EVOLVE_SSS = ["gm", "evolve", "--space", "sss", "--dataset", "cifar10", "--out", "runs/demo-sss"]
 SCORE = ["gm", "score", "runs/demo/proxy.json", "--sample-size", "500", "--exclude-evolution-sample",
          "--out", "runs/demo/scores.csv"]
 BASELINES = ["gm", "baselines", "--space", "tss", "--dataset", "cifar10", "--sample-size", "500", "--sampling",
@@ -246,21 +248,25 @@ def _f(x: Any, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def _evolve_rows(evolve: dict[str, Any]) -> list[str]:
+    """The two table rows of a default evolution: its cost from a cold probe cache, and its fitness."""
+    p = evolve["extra"]
+    probing = f" (probing {duration(p.get('probe_seconds'))})" if p.get("probe_seconds") is not None else ""
+    terminals = f", terminals {p['terminals_mb'] / 1000:.1f} GB" if p.get("terminals_mb") is not None else ""
+    sample = (" ".join(str(x) for x in (p["sample_size"], p.get("sampling"), "archs") if x)
+              if p.get("sample_size") else "evolution sample")
+    return [f"| default evolution, cold probe cache | `{readme_command(evolve['command'])}` | "
+            f"{duration(evolve['wall_seconds'])} wall{probing}, {evolve['peak_rss_gb']:.1f} GB peak RSS{terminals} |",
+            f"| its fitness ({sample}) | same | Kendall tau {_f(p.get('best_kendall_tau'), 4)} |"]
+
+
 def render_default_run(record: dict[str, Any]) -> str | None:
     evolve, score = record["runs"].get("evolve"), record["runs"].get("score")
     if not evolve and not score:
         return None
     rows = ["| what | command | result |", "|---|---|---|"]
     if evolve:
-        p = evolve["extra"]
-        probing = f" (probing {duration(p.get('probe_seconds'))})" if p.get("probe_seconds") is not None else ""
-        terminals = f", terminals {p['terminals_mb'] / 1000:.1f} GB" if p.get("terminals_mb") is not None else ""
-        rows.append(f"| default evolution, cold probe cache | `{readme_command(evolve['command'])}` | "
-                    f"{duration(evolve['wall_seconds'])} wall{probing}, {evolve['peak_rss_gb']:.1f} GB peak RSS"
-                    f"{terminals} |")
-        sample = (" ".join(str(x) for x in (p["sample_size"], p.get("sampling"), "archs") if x)
-                  if p.get("sample_size") else "evolution sample")
-        rows.append(f"| its fitness ({sample}) | same | Kendall tau {_f(p.get('best_kendall_tau'), 4)} |")
+        rows += _evolve_rows(evolve)
     if score:
         s = score["extra"]
         rows.append(f"| held-out score ({s.get('architectures', 500):.0f} random archs, disjoint) | "
@@ -277,6 +283,20 @@ def render_default_run(record: dict[str, Any]) -> str | None:
         text += f"\n\nThe proxy evolved with seed 0 (`runs/demo/proxy.json`):\n\n```\n{evolve['extra']['best_expression']}\n```"
     first = evolve or score
     return text + "\n\n" + provenance(first, record)
+
+
+def render_sss_default_run(record: dict[str, Any]) -> str | None:
+    evolve = record["runs"].get("evolve-sss")
+    if not evolve:
+        return None
+    text = "\n".join(["| what | command | result |", "|---|---|---|", *_evolve_rows(evolve)])
+    e = evolve["extra"]
+    if e.get("energy_joules") is not None:
+        text += f"\n| energy of the evolution, as its summary states | same | {e['energy_joules']:.0f} J " \
+                f"(source: {e.get('source', '?')}) |"
+    if e.get("best_expression"):
+        text += f"\n\nIts proxy (`runs/demo-sss/proxy.json`):\n\n```\n{e['best_expression']}\n```"
+    return text + "\n\n" + provenance(evolve, record)
 
 
 def bench_sections(stdout: str) -> dict[str, dict[str, Any]]:
@@ -380,6 +400,7 @@ def render_energy(record: dict[str, Any]) -> str | None:
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "default-run": render_default_run,
+    "sss-default-run": render_sss_default_run,
     "bench": render_bench,
     "energy": render_energy,
     "tests": render_tests,
@@ -444,11 +465,13 @@ def _gm_argv(command: list[str]) -> list[str]:
 def run_step(name: str, work: Path, env: dict[str, str]) -> Measured:
     """One step; ``make`` runs with ``-o .venv/.installed`` so that a README run never reinstalls the venv it
     measures (``make readme-figures`` itself depends on ``install``)."""
-    if name == "evolve":
-        run = run_measured(EVOLVE, _gm_argv(EVOLVE), work, env)
-        log = work / "runs" / "demo" / "evolve.log"
+    if name in ("evolve", "evolve-sss"):
+        command = EVOLVE if name == "evolve" else EVOLVE_SSS
+        run = run_measured(command, _gm_argv(command), work, env)
+        out = work / command[command.index("--out") + 1]
+        log = out / "evolve.log"
         run.extra = {**parse_key_values(run.stdout), **parse_probe_log(log.read_text() if log.is_file() else "")}
-        proxy = work / "runs" / "demo" / "proxy.json"
+        proxy = out / "proxy.json"
         if proxy.is_file():
             saved = json.loads(proxy.read_text())
             run.extra.update({k: saved.get(k) for k in ("sample_size", "sampling")})
@@ -520,7 +543,8 @@ def main(readme: str, steps: str, work: str, from_record: str | None, wait_idle:
         record = {"machine": machine(), "load_before": load_average(), "runs": {}}
         click.echo(f"machine: {record['machine']}; load average {record['load_before']}", err=True)
         for name in [s for s in STEPS if s in chosen]:  # the README's order: evolve before score and baselines
-            quoted = dict(evolve=EVOLVE, score=SCORE, baselines=BASELINES, bench=BENCH, energy=ENERGY, tests=TESTS)
+            quoted = {"evolve": EVOLVE, "score": SCORE, "evolve-sss": EVOLVE_SSS, "baselines": BASELINES,
+                      "bench": BENCH, "energy": ENERGY, "tests": TESTS}
             click.echo(f"{name}: {readme_command(quoted[name])}", err=True)
             run = run_step(name, work_dir, env)
             record["runs"][name] = asdict(run)

@@ -162,6 +162,23 @@ def test_baselines_table(record):
     assert "| broken | baseline | — | — | 0 / 500 | 0.100 |" in text and "(39 min 37 s wall, 2.5 GB peak.)" in text
 
 
+def test_sss_default_run_block(record):
+    out = EVOLVE_OUT.replace("tss / cifar10", "sss / cifar10").replace("runs/demo/", "runs/demo-sss/")
+    sss = {**rf.parse_key_values(out), **rf.parse_probe_log(EVOLVE_LOG), "sample_size": 200, "sampling": "stratified"}
+    record["runs"]["evolve-sss"] = _run(rf.EVOLVE_SSS, out, sss, wall=745.0, rss=3.1)
+    readme = FIXTURE + "\n<!-- figures:sss-default-run -->\nold\n<!-- /figures:sss-default-run -->\n"
+    text, done = rf.rewrite_readme(readme, record)
+    assert done == ["default-run", "bench", "tests", "sss-default-run"]
+    block = text.split("<!-- figures:sss-default-run -->")[1]
+    assert "`.venv/bin/greenmachine evolve --space sss --dataset cifar10 --out runs/demo-sss`" in block
+    assert "| 12 min 25 s wall (probing 3 min 6 s), 3.1 GB peak RSS, terminals 2.1 GB |" in block
+    assert "| its fitness (200 stratified archs) | same | Kendall tau 0.8246 |" in block
+    assert "| energy of the evolution, as its summary states | same | 2912 J (source: estimate) |" in block
+    assert "`runs/demo-sss/proxy.json`" in block and "AMD EPYC 7B13" in block and "\nold\n" not in block
+    del record["runs"]["evolve-sss"]  # a record without the step leaves the block as it is
+    assert "<!-- figures:sss-default-run -->\nold\n" in rf.rewrite_readme(readme, record)[0]
+
+
 @pytest.mark.parametrize("readme,match", [
     ("<!-- figures:bench -->\nx\n", "exactly one"),
     ("<!-- figures:bench -->\n<!-- /figures:bench -->\n<!-- figures:bench -->\n<!-- /figures:bench -->\n", "exactly one"),
