@@ -56,6 +56,17 @@ def test_prune_removes_the_least_recently_used_and_a_hit_is_a_use(filled):
     assert store.prune(0).kept == 0 and store.entries() == []
 
 
+def test_an_entry_another_process_pruned_first_is_neither_removed_nor_kept(filled, monkeypatch):
+    root, _ = filled
+    store = ProbeCache(root, data_dir=DATA)
+    listed = store.entries()
+    listed[0].path.unlink()  # gone between this prune's listing and its unlink
+    monkeypatch.setattr(store, "entries", lambda: listed)
+    r = store.prune(0)
+    assert (r.removed, r.kept, r.kept_bytes) == (2, 0, 0)
+    assert r.freed == listed[1].size + listed[2].size
+
+
 def test_a_capped_cache_stays_under_its_cap_as_it_writes(tmp_path):
     root = tmp_path / "cache"
     probe_sample(ARCHS[:1], SETTINGS, DATA, groups=("synflow",), cache=ProbeCache(root, data_dir=DATA))

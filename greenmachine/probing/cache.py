@@ -244,14 +244,16 @@ class ProbeCache:
         left by killed writers (older than :data:`STALE_TMP_SECONDS`)."""
         entries = self.entries()
         total = sum(e.size for e in entries)
-        removed = freed = 0
+        removed = freed = gone = 0
         for e in entries:
             if total <= max_bytes:
                 break
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 e.path.unlink()
                 removed += 1
                 freed += e.size
+            except FileNotFoundError:  # another process pruned it first: neither ours to count nor kept
+                gone += 1
             total -= e.size
         if self.root is not None and self.root.is_dir():
             now = time.time()
@@ -259,7 +261,7 @@ class ProbeCache:
                 with contextlib.suppress(OSError):
                     if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
                         tmp.unlink()
-        return PruneResult(removed, freed, len(entries) - removed, total)
+        return PruneResult(removed, freed, len(entries) - removed - gone, total)
 
 
 def _tensor_list(value: object, ndim: int, dtype: torch.dtype) -> list[torch.Tensor] | None:
