@@ -46,7 +46,7 @@ STEPS = ("evolve", "score", "evolve-sss", "bench", "energy", "tests", "baselines
 
 # The commands exactly as the README quotes them (``gm`` is ``.venv/bin/greenmachine``).
 EVOLVE = ["gm", "evolve", "--space", "tss", "--dataset", "cifar10", "--out", "runs/demo"]
-# The SSS default-sized run (issue 12: within 15 minutes on a 2-core CPU), its own cold cache folder's worth.
+# The SSS default-sized run (issue 12: within 15 minutes on a 2-core CPU); the scratch cache holds no SSS network.
 EVOLVE_SSS = ["gm", "evolve", "--space", "sss", "--dataset", "cifar10", "--out", "runs/demo-sss"]
 SCORE = ["gm", "score", "runs/demo/proxy.json", "--sample-size", "500", "--exclude-evolution-sample",
          "--out", "runs/demo/scores.csv"]
@@ -59,6 +59,8 @@ ENERGY_PROXY = {"format": "greenmachine-proxy", "format_version": 1, "expression
                 "space": "tss", "dataset": "cifar10"}
 ENERGY = ["gm", "score", "naswot.json", "--sample-size", "50", "--no-cache", "--out", "scores.csv"]
 TESTS = ["make", "test"]
+QUOTED = {"evolve": EVOLVE, "score": SCORE, "evolve-sss": EVOLVE_SSS, "baselines": BASELINES, "bench": BENCH,
+          "energy": ENERGY, "tests": TESTS}
 
 
 # --- the machine --------------------------------------------------------------------------------------------------
@@ -466,7 +468,7 @@ def run_step(name: str, work: Path, env: dict[str, str]) -> Measured:
     """One step; ``make`` runs with ``-o .venv/.installed`` so that a README run never reinstalls the venv it
     measures (``make readme-figures`` itself depends on ``install``)."""
     if name in ("evolve", "evolve-sss"):
-        command = EVOLVE if name == "evolve" else EVOLVE_SSS
+        command = QUOTED[name]
         run = run_measured(command, _gm_argv(command), work, env)
         out = work / command[command.index("--out") + 1]
         log = out / "evolve.log"
@@ -543,9 +545,7 @@ def main(readme: str, steps: str, work: str, from_record: str | None, wait_idle:
         record = {"machine": machine(), "load_before": load_average(), "runs": {}}
         click.echo(f"machine: {record['machine']}; load average {record['load_before']}", err=True)
         for name in [s for s in STEPS if s in chosen]:  # the README's order: evolve before score and baselines
-            quoted = {"evolve": EVOLVE, "score": SCORE, "evolve-sss": EVOLVE_SSS, "baselines": BASELINES,
-                      "bench": BENCH, "energy": ENERGY, "tests": TESTS}
-            click.echo(f"{name}: {readme_command(quoted[name])}", err=True)
+            click.echo(f"{name}: {readme_command(QUOTED[name])}", err=True)
             run = run_step(name, work_dir, env)
             record["runs"][name] = asdict(run)
             (work_dir / "figures.json").write_text(json.dumps(record, indent=2) + "\n")

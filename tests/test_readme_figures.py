@@ -162,6 +162,10 @@ def test_baselines_table(record):
     assert "| broken | baseline | — | — | 0 / 500 | 0.100 |" in text and "(39 min 37 s wall, 2.5 GB peak.)" in text
 
 
+def test_every_step_has_its_quoted_command():
+    assert set(rf.QUOTED) == set(rf.STEPS)
+
+
 def test_sss_default_run_block(record):
     out = EVOLVE_OUT.replace("tss / cifar10", "sss / cifar10").replace("runs/demo/", "runs/demo-sss/")
     sss = {**rf.parse_key_values(out), **rf.parse_probe_log(EVOLVE_LOG), "sample_size": 200, "sampling": "stratified"}
