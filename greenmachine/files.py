@@ -26,18 +26,20 @@ MAX_JSON_DEPTH = 64  # deeper than any file greenmachine writes (proxy.json nest
 
 
 @contextmanager
-def atomic_open(path: str | Path, newline: str | None = None) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` (parent folders made) only once the block has finished.
+def atomic_open(path: str | Path, newline: str | None = None, binary: bool = False) -> Iterator[IO]:
+    """A file (text, or bytes with ``binary``) that appears at ``path`` (parent folders made) only once the block
+    has finished.
 
     The temporary file has a unique name (``tempfile.mkstemp`` in the same folder, so ``os.replace`` stays an
-    atomic rename on one file system): two writers never share it, and the last complete file wins.
+    atomic rename on one file system): two writers never share it, and the last complete file wins. A writer killed
+    mid-block leaves ``.<name>.*.tmp`` behind, which ``cache prune`` removes from the probe cache.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", newline=newline) as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline=newline)) as f:
             yield f
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result file gets the usual permissions
         os.replace(tmp, path)

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +25,7 @@ import torch
 from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
+from greenmachine.files import atomic_open
 from greenmachine.probing.memory import trim_heap
 from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, KERNEL_SIDE, NetworkProbe, ProbeSettings, probe_network
 
@@ -187,24 +187,16 @@ class ProbeCache:
         path = self._path(key, settings, group)
         if path.is_dir():  # something planted under the entry's name: leave it, probing goes on uncached
             return
-        tmp = None
+        # serialised in memory first: torch.save writing to a file on a full disk fails inside its zip writer
+        # with a RuntimeError ("unexpected pos"), which would surface as an internal error; a plain write
+        # raises OSError (ENOSPC), reported below in one line
+        buffer = io.BytesIO()
+        torch.save({"key": key, "tensors": tensors, "seconds": float(probe.seconds)}, buffer)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # serialised in memory first: torch.save writing to a file on a full disk fails inside its zip writer
-            # with a RuntimeError ("unexpected pos"), which would surface as an internal error; a plain write
-            # raises OSError (ENOSPC), reported below in one line
-            buffer = io.BytesIO()
-            torch.save({"key": key, "tensors": tensors, "seconds": float(probe.seconds)}, buffer)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_open(path, binary=True) as f:
                 f.write(buffer.getbuffer())
-            os.replace(tmp, path)
-            tmp = None
         except OSError as exc:
             raise GreenmachineError(f"cannot write the probe cache under {self.root}: {exc}") from None
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
         if self.max_bytes is not None:
             self._account(buffer.getbuffer().nbytes)
 
