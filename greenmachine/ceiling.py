@@ -117,14 +117,15 @@ def read_scores(path: str | Path, column: str = "score") -> tuple[list[str], np.
 
 
 def proxy_gap(truth, space, dataset: str, archs: list[str], scores: np.ndarray, folds: int = 2, seed: int = 0,
-              top: int = 5, source: str = "the scores") -> GapResult:
+              top: int = 5, source: str = "the scores", plot: str | Path | None = None) -> GapResult:
     """Cross-fit, over ``folds`` random folds of the scored architectures, boosted trees on the encoding with and
     without the proxy's rank, and report each test fold's Kendall tau beside the proxy's own on that fold (means).
 
     The proxy enters as its rank over all scored architectures (no accuracy is used to make it), so the trees see
     the proxy's ordering and nothing of its scale. ``missed`` is the Pearson correlation of each encoding entry with
     the proxy's ranking error (accuracy rank minus proxy rank, both scaled to 0..1) over all scored architectures:
-    a positive entry is one the proxy under-rates."""
+    a positive entry is one the proxy under-rates. ``plot``: a PNG of accuracy rank against proxy rank, the
+    architectures with the first named entry marked (:func:`gap_png`)."""
     from scipy.stats import rankdata
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -167,5 +168,44 @@ def proxy_gap(truth, space, dataset: str, archs: list[str], scores: np.ndarray, 
         if np.ptp(column) > 0 and np.ptp(error) > 0:
             corr.append((name, float(np.corrcoef(column, error)[0, 1])))
     corr.sort(key=lambda item: -abs(item[1]))
-    return GapResult(space.name, dataset, len(indices), int((~finite).sum()), folds, float(np.mean(taus["proxy"])),
-                     float(np.mean(taus["encoding"])), float(np.mean(taus["both"])), tuple(corr[:top]))
+    result = GapResult(space.name, dataset, len(indices), int((~finite).sum()), folds, float(np.mean(taus["proxy"])),
+                       float(np.mean(taus["encoding"])), float(np.mean(taus["both"])), tuple(corr[:top]))
+    if plot is not None:
+        marked, label = None, ""
+        if result.missed:
+            name, value = result.missed[0]
+            column = X[:, names.index(name)]
+            binary = set(np.unique(column)) <= {0.0, 1.0}
+            marked = column == 1.0 if binary else column > np.median(column)
+            label = f"{name}{'' if binary else ' above its median'} (correlation with the error {value:+.2f})"
+        gap_png(plot, result, r, rankdata(y) / len(y), marked, label)
+    return result
+
+
+def gap_png(path: str | Path, result: GapResult, proxy_rank: np.ndarray, accuracy_rank: np.ndarray,
+            marked: np.ndarray | None, label: str = "") -> None:
+    """Accuracy rank against proxy rank: points above the diagonal are under-rated by the proxy. The ``marked``
+    architectures (those whose first named encoding entry is set, or above its median) are drawn in colour, so a
+    blind spot shows as a coloured cloud off the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    rest = np.ones(len(proxy_rank), dtype=bool) if marked is None else ~marked
+    ax.scatter(proxy_rank[rest], accuracy_rank[rest], s=4, c="0.6", alpha=0.5, label="the others", rasterized=True)
+    if marked is not None:
+        ax.scatter(proxy_rank[marked], accuracy_rank[marked], s=6, c="tab:red", alpha=0.6, rasterized=True,
+                   label=label)
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_xlabel("proxy rank (0..1)")
+    ax.set_ylabel(f"{result.dataset} accuracy rank (0..1)")
+    ax.set_title(f"{result.space}/{result.dataset}, {result.scored} architectures, Kendall tau ({result.folds}-fold):\n"
+                 f"proxy {result.proxy:.3f}, encoding {result.encoding:.3f}, encoding + proxy "
+                 f"{result.encoding_plus_proxy:.3f}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -824,21 +824,25 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
 @click.option("--score-column", default="score", show_default=True,
               help="With --scores: the column to read (baselines.csv has one per baseline).")
 @click.option("--folds", type=int, default=2, show_default=True, help="With --scores: cross-fitting folds.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="With --scores: a PNG of accuracy rank against proxy rank, the first named entry's "
+                   "architectures in colour.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Data folder (nats/); default $GREENMACHINE_DATA.")
 @click.pass_context
-def ceiling(ctx, space, dataset, sample_size, draws, seed, scores_path, score_column, folds, data_dir):
+def ceiling(ctx, space, dataset, sample_size, draws, seed, scores_path, score_column, folds, plot_path, data_dir):
     """How well predictors fitted on half the benchmark's accuracies rank random samples of the other half: the
     reference a zero-cost proxy is measured against (README, Proxy quality). With --scores: what the architecture
     tells about accuracy that one proxy's scores miss."""
     from greenmachine.ceiling import encoding_ceiling, proxy_gap, read_scores
+    from greenmachine.files import check_writable_file
     from greenmachine.spaces import get_space
     from greenmachine.workspace import load_space_truth, resolve_data_dir
 
-    given = {name for name in ("sample_size", "draws", "score_column", "folds")
+    given = {name for name in ("sample_size", "draws", "score_column", "folds", "plot_path")
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    if scores_path is None and given & {"score_column", "folds"}:
-        raise GreenmachineError("ceiling: --score-column and --folds apply only with --scores")
+    if scores_path is None and given & {"score_column", "folds", "plot_path"}:
+        raise GreenmachineError("ceiling: --score-column, --folds and --plot apply only with --scores")
     if scores_path is not None and given & {"sample_size", "draws"}:
         raise GreenmachineError("ceiling: --sample-size and --draws do not apply with --scores (its architectures "
                                 "are the sample)")
@@ -846,9 +850,12 @@ def ceiling(ctx, space, dataset, sample_size, draws, seed, scores_path, score_co
     space_obj.check_dataset(dataset)
     if scores_path is not None:
         space_obj.encoding_names()  # a space without an encoding says so before the scores or the truth are read
+        if plot_path is not None:
+            check_writable_file(plot_path, "--plot")
         archs, values = read_scores(scores_path, score_column)
         truth = load_space_truth(resolve_data_dir(data_dir), space)
-        g = proxy_gap(truth, space_obj, dataset, archs, values, folds, seed, source=f"scores file {scores_path}")
+        g = proxy_gap(truth, space_obj, dataset, archs, values, folds, seed, source=f"scores file {scores_path}",
+                      plot=plot_path)
         dropped = f" ({g.dropped} without a finite score left out)" if g.dropped else ""
         click.echo(f"{space}/{dataset}: {g.scored:,} scored architectures{dropped}, {g.folds}-fold cross-fitted; "
                    f"Kendall tau on the test folds, mean over the folds")
@@ -861,6 +868,8 @@ def ceiling(ctx, space, dataset, sample_size, draws, seed, scores_path, score_co
             click.echo(f"  {value:+.3f}  {name}")
         if not g.missed:
             click.echo("  none: the proxy ranks the scored architectures as their accuracies do")
+        if plot_path is not None:
+            click.echo(f"plot={plot_path}")
         return
     truth = load_space_truth(resolve_data_dir(data_dir), space)
     r = encoding_ceiling(truth, space_obj, dataset, sample_size, draws, seed)

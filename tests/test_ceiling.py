@@ -72,7 +72,7 @@ def _tss_sample(data_dir, n=600, seed=0):
     return truth, indices, truth.acc("cifar10", indices)
 
 
-def test_proxy_gap_names_what_the_proxy_misses(data_dir):
+def test_proxy_gap_names_what_the_proxy_misses(data_dir, tmp_path):
     """A proxy that is the accuracy, blind to one encoding entry: the cross-fitted figures and the named entry."""
     from greenmachine.ceiling import proxy_gap
 
@@ -89,6 +89,8 @@ def test_proxy_gap_names_what_the_proxy_misses(data_dir):
     g = proxy_gap(truth, space, "cifar10", archs + [space.example], scores, folds=3, seed=1)
     assert (g.scored, g.dropped, g.folds) == (600, 1, 3)
     assert g.missed[0][0] == "skip_connect on edge 0->3" and g.missed[0][1] > 0.3
+    assert proxy_gap(truth, space, "cifar10", archs, blind, plot=tmp_path / "gap.png") is not None
+    assert (tmp_path / "gap.png").stat().st_size > 10_000  # the scatter, drawn
     assert g.encoding_plus_proxy > g.proxy + 0.05  # the trees put back the entry the proxy is blind to
     # the proxy's figure is its Kendall tau on the same folds, recomputed here
     order = np.random.default_rng(1).permutation(600)
@@ -118,9 +120,11 @@ def test_ceiling_scores_cli(env, capsys, data_dir, tmp_path):
     assert lines[2].startswith("encoding_kendall_tau=") and lines[3].startswith("encoding_plus_proxy_kendall_tau=")
     assert len(lines) == 5 + 5 and all(" on edge " in line for line in lines[5:])
     code, out, err = gm(capsys, "ceiling", "--space", "tss", "--dataset", "cifar10", "--scores", path,
-                        "--score-column", "other", "--folds", 4)
+                        "--score-column", "other", "--folds", 4, "--plot", tmp_path / "plots" / "gap.png")
     assert code == 0, err
     assert "4-fold" in out and "proxy_kendall_tau=-1.0000" in out
+    assert out.splitlines()[-1] == f"plot={tmp_path / 'plots' / 'gap.png'}"
+    assert (tmp_path / "plots" / "gap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = tmp_path / "bad.csv"
     bad.write_text("arch,score\n" + f"{truth.archs[indices[0]]},1\n" + "8:16:24:32:64,2\n")
     for args, message in ((["--scores", tmp_path / "none.csv"], "scores file not found"),
@@ -128,6 +132,8 @@ def test_ceiling_scores_cli(env, capsys, data_dir, tmp_path):
                           (["--scores", bad], "is not a TSS (NAS-Bench-201) cell string"),
                           (["--scores", path, "--draws", 3], "do not apply with --scores"),
                           (["--folds", 3], "apply only with --scores"),
+                          (["--plot", tmp_path / "x.png"], "apply only with --scores"),
+                          (["--scores", path, "--plot", tmp_path], "is a directory"),
                           (["--scores", path, "--space", "ecnas-4v"], "no architecture encoding")):
         full = ["--space", "tss", "--dataset", "cifar10", *args] if "--space" not in args else ["--dataset", "cifar10", *args]
         code, _, err = gm(capsys, "ceiling", *full)
