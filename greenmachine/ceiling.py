@@ -133,16 +133,8 @@ def proxy_gap(truth, space, dataset: str, archs: list[str], scores: np.ndarray, 
         raise GreenmachineError("ceiling: --folds must be at least 2")
     names = space.encoding_names()  # first: a space without an encoding says so
     finite = np.isfinite(scores)
-    known = set(truth.available(dataset).tolist())  # first: a dataset the ground truth lacks says so
-    indices = []
-    for arch, ok in zip(archs, finite):
-        if ok:
-            i = truth.index_of(arch)  # a one-line error for a string that is not of this space
-            if i not in known:
-                raise GreenmachineError(f"{source}: architecture {i} has no {dataset} accuracy in {truth.source}")
-            indices.append(i)
-    if len(set(indices)) != len(indices):
-        raise GreenmachineError(f"{source} lists an architecture twice")
+    scored = [space.validate(a) for a, ok in zip(archs, finite) if ok]  # arch strings only, not --archs' indices
+    indices = truth.parse_archs(scored, dataset, what=source) if scored else []
     if len(indices) < max(MIN_SCORED, 2 * folds):
         raise GreenmachineError(f"{source}: {len(indices)} architectures with a finite score; at least "
                                 f"{max(MIN_SCORED, 2 * folds)} are needed")

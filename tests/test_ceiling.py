@@ -101,7 +101,7 @@ def test_proxy_gap_names_what_the_proxy_misses(data_dir, tmp_path):
         proxy_gap(truth, space, "cifar10", archs, np.ones(600))
     with pytest.raises(GreenmachineError, match="at least 50 are needed"):
         proxy_gap(truth, space, "cifar10", archs[:40], acc[:40])
-    with pytest.raises(GreenmachineError, match="lists an architecture twice"):
+    with pytest.raises(GreenmachineError, match="names an architecture twice"):
         proxy_gap(truth, space, "cifar10", archs + archs[:1], np.concatenate([acc, acc[:1]]))
     with pytest.raises(GreenmachineError, match="--folds must be at least 2"):
         proxy_gap(truth, space, "cifar10", archs, acc, folds=1)

@@ -25,7 +25,7 @@ import torch
 from greenmachine.probing.datasets import images_digest, probe_batch
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor
-from greenmachine.files import atomic_open
+from greenmachine.files import atomic_open, check_writable_dir
 from greenmachine.probing.memory import trim_heap
 from greenmachine.probing.probe import DEFAULT_GROUPS, GROUPS, KERNEL_SIDE, NetworkProbe, ProbeSettings, probe_network
 
@@ -79,8 +79,6 @@ def open_cache(cache_dir: str | Path | None, no_cache: bool, data_dir: str | Pat
     """The probe cache of a command (:func:`cache_root`); none with ``--no-cache``; capped by
     ``$GREENMACHINE_CACHE_MAX_GB``. A folder that cannot be written is refused here, before probing, not at the
     first network's save."""
-    from greenmachine.files import check_writable_dir
-
     if no_cache:
         return ProbeCache(None, data_dir=data_dir)
     root = cache_root(cache_dir)

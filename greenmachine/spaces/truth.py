@@ -100,8 +100,9 @@ class GroundTruth:
             raise GreenmachineError(f"{arch!r} is not listed in the ground truth {self.source}")
         return self._index[arch]
 
-    def parse_archs(self, tokens: Iterable[str], dataset: str) -> list[int]:
-        """Turn ``--archs`` items (indices or arch strings) into indices that have a known accuracy."""
+    def parse_archs(self, tokens: Iterable[str], dataset: str, what: str = "--archs") -> list[int]:
+        """Turn ``--archs`` items (indices or arch strings) into indices that have a known accuracy; ``what``
+        names the list in the errors (``ceiling --scores`` passes its file)."""
         self._dataset(dataset)
         out = []
         for tok in tokens:
@@ -113,12 +114,12 @@ class GroundTruth:
             idx = int(tok) if numeric else self.index_of(tok)
             self.arch(idx)
             if not math.isfinite(self.accuracy[dataset][idx]):
-                raise GreenmachineError(f"architecture {idx} has no {dataset} accuracy in {self.source}")
+                raise GreenmachineError(f"{what}: architecture {idx} has no {dataset} accuracy in {self.source}")
             out.append(idx)
         if not out:
-            raise GreenmachineError("--archs names no architecture")
+            raise GreenmachineError(f"{what} names no architecture")
         if len(set(out)) != len(out):
-            raise GreenmachineError("--archs names an architecture twice")
+            raise GreenmachineError(f"{what} names an architecture twice")
         return out
 
 
