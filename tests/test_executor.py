@@ -263,8 +263,8 @@ def test_evolve_and_search_identical_on_every_executor(local_ray, tmp_path, tss_
     fronts = []
     for ex in (SerialExecutor(), ProcessExecutor(2), RayExecutor(2)):
         try:
-            res = run_search(config, tss_truth, data_dir, tmp_path / f"search-{ex.kind}", cache=ProbeCache(None),
-                             executor=ex)
+            run_search(config, tss_truth, data_dir, tmp_path / f"search-{ex.kind}", cache=ProbeCache(None),
+                       executor=ex)
         finally:
             ex.close()
         fronts.append((tmp_path / f"search-{ex.kind}" / "evaluated.csv").read_text())

@@ -13,7 +13,7 @@ import greenmachine.search.architecture as arch
 from greenmachine.cli import main
 from greenmachine.errors import GreenmachineError
 from greenmachine.search.architecture import (
-    CostTable, SearchConfig, Space, hypervolume, knee_index, nondominated, parse_seeds, run_search, run_seeds,
+    SearchConfig, hypervolume, knee_index, nondominated, parse_seeds, run_search, run_seeds,
 )
 from greenmachine.spaces.truth import GroundTruth
 
