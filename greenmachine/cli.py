@@ -24,6 +24,10 @@ SAMPLING = click.Choice(["stratified", "random"])
 # Seeds are 0..2**32-1 (config.SEED_MAX, kept equal by tests/test_hardening_inputs.py): numpy's generators refuse
 # negative seeds and torch's overflow on huge ones, deep inside a run; click states the range at once instead.
 SEED = click.IntRange(0, 2**32 - 1)
+# initialisations a score averages over (probing.probe.MAX_INITS, kept equal by tests/test_inits.py)
+INITS = click.IntRange(1, 32)
+INITS_HELP = ("Average every network's score over N initialisations and minibatches (probe seeds S, S+1, ...; "
+              "N times the probing).")
 
 
 def _common(f):
@@ -306,12 +310,13 @@ def _datasets_option(value: str | None, dataset: str | None, config) -> tuple[st
 @click.option("--archs", default=None, help="Comma-separated indices or arch strings instead of a sample.")
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
+@click.option("--inits", type=INITS, default=1, show_default=True, metavar="N", help=INITS_HELP)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_executor_options
 @_energy_options
 @_common
-def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, device,
-          data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core,
+def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, inits,
+          device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core,
           workers=1, executor=None, ray_address=None):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.energy.accounting import energy_block, training_energy
@@ -341,14 +346,14 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
                                   device, init_seed=proxy.probe.get("init_seed"), data_dir=data)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
                               cache=_cache(cache_dir, no_cache, data), executor=pool,
-                              reporter=reporter, meter=meter)
+                              reporter=reporter, meter=meter, inits=inits)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
                          "score", len(result.indices))
     if out_path:
         write_scores_csv(result, out_path)
         write_score_summary(result, proxy_path, space, dataset, sampling if not archs else "archs", seed,
-                            summary_path(out_path), energy=block)
+                            summary_path(out_path), energy=block, extra={"inits": result.inits})
     click.echo(f"architectures={len(result.indices)} space={space} dataset={dataset}")
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")
@@ -370,6 +375,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images in the probe minibatch.")
 @click.option("--probe-seed", type=SEED, default=0, show_default=True,
               help="Seed of the minibatch and of the initialisation (evolve's --seed gives the same protocol).")
+@click.option("--inits", type=INITS, default=1, show_default=True, metavar="N", help=INITS_HELP)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="CSV of per-architecture scores; a .summary.json and a .png land beside it.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -377,7 +383,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @_energy_options
 @_common
 def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, includes, exclude_evolution_sample,
-              batch_size, probe_seed, out_path, device, data_dir, cache_dir, no_cache, quiet,
+              batch_size, probe_seed, inits, out_path, device, data_dir, cache_dir, no_cache, quiet,
               carbon_intensity, pue, training_device_w, cpu_watts_per_core, workers=1, executor=None,
               ray_address=None):
     """Score the hand-designed proxies (and evolved ones) on the same architectures, images and seeds."""
@@ -413,11 +419,13 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, sorted(exclude))
         settings = probe_settings(space, dataset, batch_size, probe_seed, device, data_dir=data)
         result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
-                         cache=_cache(cache_dir, no_cache, data), reporter=reporter, meter=meter, executor=pool)
+                         cache=_cache(cache_dir, no_cache, data), reporter=reporter, meter=meter, executor=pool,
+                         inits=inits)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
                          "baselines", len(result.indices))
-    title = f"{space} / {dataset}: {len(indices)} architectures, batch {batch_size}"
+    title = f"{space} / {dataset}: {len(indices)} architectures, batch {batch_size}" + \
+        (f", mean of {inits} initialisations" if inits > 1 else "")
     out_console.print(comparison_table(result, title, block))
     for s in result.ranked():
         click.echo(f"{s.name}: kendall_tau={s.kendall_tau:.4f} spearman_rho={s.spearman_rho:.4f} "
@@ -425,7 +433,7 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     _echo_energy(block)
     if out_path:
         meta = {"space": space, "dataset": dataset, "sampling": sampling if not archs else "archs", "seed": seed,
-                "batch_size": batch_size, "probe_seed": probe_seed}
+                "batch_size": batch_size, "probe_seed": probe_seed, "inits": inits}
         write_summary(result, summary_path(out_path), meta, energy=block)
         figure = scatter_figure(result, Path(out_path).with_suffix(".png"), title)
         click.echo(f"csv={out_path}")

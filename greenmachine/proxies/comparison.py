@@ -30,7 +30,7 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.proxies.fitness import rank_correlations
 from greenmachine.files import write_text_atomic
 from greenmachine.proxies.primitives import evaluate
-from greenmachine.probing.probe import ProbeSettings, init_network
+from greenmachine.probing.probe import ProbeSettings, init_network, init_protocols
 from greenmachine.proxies.proxyfile import Proxy
 from greenmachine.probing.chunking import estimated_bytes, plan_chunks, split
 from greenmachine.proxies.scoring import CHUNK, probe_passes
@@ -124,21 +124,28 @@ def compare(
     reporter: Reporter | None = None,
     executor: Executor | None = None,
     meter: Meter | None = None,
+    inits: int = 1,
 ) -> Comparison:
     """Score the baselines and the evolved proxies on the same networks, in chunks of at most ``CHUNK`` networks and
     the byte budget of ``probing/chunking.py``.
 
     Per chunk, the evolved proxies are evaluated on probes of the chunk (``probe_sample``: cached or probed, one
     meter window), then the baselines run network by network through the same metered loop (``metered_map``, one
-    window per chunk) and each network's CSV row is appended as its baselines finish."""
+    window per chunk) and each network's CSV row is appended as its baselines finish. With ``inits`` > 1 that is
+    done once per initialisation and minibatch (:func:`~greenmachine.probing.probe.init_protocols`), and every
+    proxy's score of a network is the mean over them, as :func:`~greenmachine.proxies.scoring.score_tokens` does."""
     reporter = reporter or Reporter(quiet=True)
     evolved = evolved or {}
     proxies = check_proxy_names(proxies)
     clash = set(proxies) & set(evolved)
     if clash:
         raise GreenmachineError(f"an evolved proxy is named like a baseline: {', '.join(sorted(clash))}")
-    images, labels = probe_batch(str(data_dir), dataset, settings.batch_size, settings.batch_seed)
-    images, labels = images.to(settings.device), labels.to(settings.device)
+    protocols = init_protocols(settings, inits, str(data_dir))
+    jobs = []
+    for protocol in protocols:
+        images, labels = probe_batch(str(data_dir), dataset, protocol.batch_size, protocol.batch_seed)
+        images, labels = images.to(protocol.device), labels.to(protocol.device)
+        jobs.append(partial(_baseline_job, protocol, dataset, images, labels, tuple(proxies)))
     columns = [*proxies, *evolved]
     values = {c: [] for c in columns}
     seconds = {c: 0.0 for c in columns}
@@ -146,32 +153,34 @@ def compare(
     accuracy = truth.acc(dataset, [i for i, _ in items])
     acc_of = {i: float(a) for (i, _), a in zip(items, accuracy)}
     writer = _RowWriter(out_csv, columns)
-    advance = reporter.task("scoring proxies", len(items))
-    job = partial(_baseline_job, settings, dataset, images, labels, tuple(proxies))
+    advance = reporter.task("scoring proxies", len(items) * len(protocols))
     try:
         lengths = plan_chunks(estimated_bytes(truth, dataset, [i for i, _ in items]), max_networks=CHUNK)
         for chunk in split(items, lengths):
-            evolved_values: dict[str, np.ndarray] = {}
-            for name, proxy in evolved.items():
-                t0 = time.perf_counter()
-                probes = probe_sample(chunk, settings, data_dir, groups=probe_passes(proxy.tokens), cache=cache,
-                                      executor=executor, meter=meter)
-                evolved_values[name] = evaluate(proxy.tokens, ProbeBatch(probes, device=settings.device,
-                                                                         consume=True)).cpu().numpy()
-                del probes
-                seconds[name] += time.perf_counter() - t0
-            if proxies:
-                results = metered_map(job, chunk, executor, meter, label="baselines")
-            else:
-                results = (JobResult(i, a, {}, {}, 0.0, os.getpid()) for i, a in chunk)
-            for pos, result in enumerate(results):
-                for name in proxies:
-                    values[name].append(result.value[name])
-                    seconds[name] += result.pass_seconds[f"baseline:{name}"]
-                for name in evolved:
-                    values[name].append(float(evolved_values[name][pos]))
-                writer.write(result.index, result.arch, acc_of[result.index], [values[c][-1] for c in columns])
-                advance()
+            chunk_values = {c: np.zeros((len(protocols), len(chunk))) for c in columns}
+            for r, (protocol, job) in enumerate(zip(protocols, jobs)):
+                for name, proxy in evolved.items():
+                    t0 = time.perf_counter()
+                    probes = probe_sample(chunk, protocol, data_dir, groups=probe_passes(proxy.tokens), cache=cache,
+                                          executor=executor, meter=meter)
+                    chunk_values[name][r] = evaluate(proxy.tokens, ProbeBatch(probes, device=protocol.device,
+                                                                              consume=True)).cpu().numpy()
+                    del probes
+                    seconds[name] += time.perf_counter() - t0
+                if proxies:
+                    results = metered_map(job, chunk, executor, meter, label="baselines")
+                else:
+                    results = (JobResult(i, a, {}, {}, 0.0, os.getpid()) for i, a in chunk)
+                for pos, result in enumerate(results):
+                    for name in proxies:
+                        chunk_values[name][r, pos] = result.value[name]
+                        seconds[name] += result.pass_seconds[f"baseline:{name}"]
+                    if r == len(protocols) - 1:  # every initialisation of this network is scored: its row
+                        for c in columns:
+                            values[c].append(float(chunk_values[c][:, pos].mean()))
+                        writer.write(result.index, result.arch, acc_of[result.index],
+                                     [values[c][-1] for c in columns])
+                    advance()
     finally:
         writer.close()
     scores = {c: np.array(v, dtype=np.float64) for c, v in values.items()}

@@ -1,0 +1,119 @@
+"""Scores averaged over several initialisations (`--inits`): exactly the mean of the single-initialisation runs at
+the next probe seeds, for evolved trees and baselines alike, through the library and the command line."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import gm
+from greenmachine.cli import INITS
+from greenmachine.config import SEED_MAX
+from greenmachine.errors import GreenmachineError
+from greenmachine.probing.cache import ProbeCache
+from greenmachine.probing.probe import MAX_INITS, init_protocols
+from greenmachine.proxies.classic import classic_tokens
+from greenmachine.proxies.comparison import compare
+from greenmachine.proxies.proxyfile import Proxy, save_proxy
+from greenmachine.proxies.scoring import score_tokens
+from greenmachine.workspace import probe_settings
+
+INDICES = [11, 284, 1, 40]
+BATCH = 8
+
+
+def test_the_command_line_range_is_the_library_range():
+    assert (INITS.min, INITS.max) == (1, MAX_INITS)
+
+
+def test_each_initialisation_moves_both_seeds_and_keys_its_own_images(data_dir):
+    base = probe_settings("tss", "cifar10", BATCH, 5, "cpu", init_seed=9, data_dir=data_dir)
+    protocols = init_protocols(base, 3, str(data_dir))
+    assert protocols[0] == base
+    assert [(p.batch_seed, p.init_seed) for p in protocols] == [(5, 9), (6, 10), (7, 11)]
+    for r, p in enumerate(protocols):  # the digest is the one probe_settings computes for that seed
+        assert p.images_digest == probe_settings("tss", "cifar10", BATCH, 5 + r, "cpu", data_dir=data_dir).images_digest
+    assert len({p.images_digest for p in protocols}) == 3
+    undigested = probe_settings("tss", "cifar10", BATCH, 5, "cpu")
+    assert all(p.images_digest == "" for p in init_protocols(undigested, 2))
+
+
+@pytest.mark.parametrize("inits", [0, MAX_INITS + 1])
+def test_an_inits_count_out_of_range_is_refused(data_dir, inits):
+    base = probe_settings("tss", "cifar10", BATCH, 0, "cpu")
+    with pytest.raises(GreenmachineError, match=f"--inits must be between 1 and {MAX_INITS}, got {inits}"):
+        init_protocols(base, inits)
+
+
+def test_the_last_initialisation_must_have_a_valid_seed():
+    base = probe_settings("tss", "cifar10", BATCH, SEED_MAX - 1, "cpu")
+    assert len(init_protocols(base, 2)) == 2
+    with pytest.raises(GreenmachineError, match="probe seed of the last initialisation"):
+        init_protocols(base, 3)
+
+
+def test_a_tree_score_is_the_mean_of_the_single_initialisation_scores(tss_truth, data_dir, cache):
+    tokens = classic_tokens("meco_relu")
+    single = []
+    for seed in (3, 4, 5):
+        settings = probe_settings("tss", "cifar10", BATCH, seed, "cpu", data_dir=data_dir)
+        single.append(score_tokens(tokens, tss_truth, "cifar10", INDICES, settings, data_dir, cache=cache).scores)
+    assert not np.allclose(single[0], single[1])  # the initialisations differ, or the test shows nothing
+    base = probe_settings("tss", "cifar10", BATCH, 3, "cpu", data_dir=data_dir)
+    averaged = score_tokens(tokens, tss_truth, "cifar10", INDICES, base, data_dir, cache=cache, inits=3)
+    np.testing.assert_allclose(averaged.scores, np.mean(single, axis=0), rtol=1e-12)
+    assert averaged.inits == 3
+    # uncached, the same figures: the mean does not come from the cache's bookkeeping
+    fresh = score_tokens(tokens, tss_truth, "cifar10", INDICES[:2], base, data_dir, cache=ProbeCache(None), inits=3)
+    np.testing.assert_allclose(fresh.scores, averaged.scores[:2], rtol=1e-12)
+
+
+def test_baselines_and_evolved_columns_are_means_over_initialisations(tss_truth, data_dir, cache, tmp_path):
+    evolved = {"evolved_x": Proxy(classic_tokens("meco_relu"), space="tss", dataset="cifar10")}
+    names = ["synflow", "naswot", "params"]
+    runs = []
+    for seed in (0, 1):
+        settings = probe_settings("tss", "cifar10", BATCH, seed, "cpu", data_dir=data_dir)
+        runs.append(compare(tss_truth, "cifar10", INDICES, settings, data_dir, names, evolved, cache=cache))
+    base = probe_settings("tss", "cifar10", BATCH, 0, "cpu", data_dir=data_dir)
+    out = tmp_path / "two.csv"
+    both = compare(tss_truth, "cifar10", INDICES, base, data_dir, names, evolved, out_csv=out, cache=cache, inits=2)
+    assert not np.allclose(runs[0].scores["naswot"], runs[1].scores["naswot"])
+    for name in [*names, "evolved_x"]:
+        np.testing.assert_allclose(both.scores[name], (runs[0].scores[name] + runs[1].scores[name]) / 2,
+                                   rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(both.scores["params"], runs[0].scores["params"])  # no seed in a parameter count
+    rows = list(csv.DictReader(open(out)))
+    assert [int(r["index"]) for r in rows] == INDICES
+    np.testing.assert_allclose([float(r["naswot"]) for r in rows], both.scores["naswot"], rtol=1e-12)
+
+
+def test_the_command_line_averages_and_records_its_inits(tmp_path, capsys, env, data_dir, tss_truth, cache):
+    proxy = tmp_path / "mine.json"
+    save_proxy(Proxy(classic_tokens("meco_relu"), space="tss", dataset="cifar10",
+                     probe={"batch_size": BATCH, "batch_seed": 2, "init_seed": 2}), proxy)
+    archs = ",".join(map(str, INDICES))
+    per_seed = []
+    for seed in (2, 3):
+        settings = probe_settings("tss", "cifar10", BATCH, seed, "cpu", data_dir=data_dir)
+        per_seed.append(score_tokens(classic_tokens("meco_relu"), tss_truth, "cifar10", INDICES, settings,
+                                     data_dir, cache=cache).scores)
+    code, stdout, _ = gm(capsys, "score", proxy, "--archs", archs, "--inits", 2, "--out", tmp_path / "s.csv",
+                         "--quiet")
+    assert code == 0 and "kendall_tau=" in stdout
+    scores = [float(r["score"]) for r in csv.DictReader(open(tmp_path / "s.csv"))]
+    np.testing.assert_allclose(scores, np.mean(per_seed, axis=0), rtol=1e-12)
+    assert json.loads((tmp_path / "s.summary.json").read_text())["inits"] == 2
+
+    code, stdout, _ = gm(capsys, "baselines", "--archs", archs, "--proxies", "params", "--include", proxy,
+                         "--batch-size", BATCH, "--probe-seed", 2, "--inits", 2, "--out", tmp_path / "b.csv")
+    assert code == 0 and "mean of 2 initialisations" in stdout
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    np.testing.assert_allclose([float(r["evolved_mine"]) for r in rows], scores, rtol=1e-12)
+    assert json.loads((tmp_path / "b.summary.json").read_text())["inits"] == 2
+
+    for bad in ("0", "33", "x"):
+        for command in (["score", proxy, "--archs", archs], ["baselines", "--archs", archs]):
+            code, _, err = gm(capsys, *command, "--inits", bad)
+            assert code == 2 and "--inits" in err and len(err.strip().splitlines()) == 1, (command, bad, err)
