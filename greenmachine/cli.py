@@ -776,6 +776,9 @@ def report(runs, out_path):
               help="Let the GP use the network kernels (jacob_corr), probing one more pass (default: off).")
 @click.option("--ntk/--no-ntk", default=None,
               help="Let the GP use the empirical NTK (ntk), probing one more pass (default: off).")
+@click.option("--inits", type=INITS, default=1, show_default=True, metavar="N",
+              help="Held-out and transfer scores (evolved and baselines): the mean over N initialisations and "
+                   "minibatches (probe seeds 0..N-1); the evolutions are unchanged.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also score every seed's proxy on the held-out samples of the other datasets of its space.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/quality", show_default=True,
@@ -785,7 +788,8 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, sampling, batch_size, structural, jacobian, ntk, transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
+            sample_size, sampling, batch_size, structural, jacobian, ntk, inits, transfer, out_dir, table_path, device,
+            data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
     from greenmachine.files import check_writable_dir
@@ -800,7 +804,7 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
         settings=parse_settings(settings_arg if settings_arg is not None else ",".join(DEFAULT_SETTINGS)),
         seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,
         baselines=tuple(b.strip() for b in baselines_arg.split(",") if b.strip()), config_path=config_path,
-        overrides=overrides, device=device, transfer=transfer,
+        overrides=overrides, device=device, transfer=transfer, heldout_inits=inits,
     ).validate()
     check_writable_dir(out_dir, "--out")
     _check_outputs(table_path, {"table": Path(table_path), "CSV": Path(table_path).with_suffix(".csv")})

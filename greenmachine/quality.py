@@ -42,6 +42,7 @@ from greenmachine.config import EvolveConfig, load_config
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import atomic_open, write_text_atomic
 from greenmachine.probing.cache import ProbeCache
+from greenmachine.probing.probe import MAX_INITS
 from greenmachine.ui import Reporter
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class QualityPlan:
     heldout: int = 2000
     heldout_seed: int = 1  # the seed of the held-out draw (score's default sample seed)
     heldout_probe_seed: int = 0  # minibatch and initialisation of every held-out probe of a setting
+    # held-out (and transfer) scores are the mean over this many initialisations and minibatches, probe seeds
+    # heldout_probe_seed.. (probing.probe.init_protocols); the evolutions are not changed by it
+    heldout_inits: int = 1
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     config_path: str | None = None  # a TOML evolve config; None = the package defaults and the space's own
     overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, sampling, batch_size, structural, jacobian, ntk
@@ -87,6 +91,8 @@ class QualityPlan:
             raise GreenmachineError(f"quality: the held-out sample needs at least 2 architectures, got {self.heldout}")
         check_seed(self.heldout_seed, "the held-out seed")
         check_seed(self.heldout_probe_seed, "the held-out probe seed")
+        if not 1 <= self.heldout_inits <= MAX_INITS:
+            raise GreenmachineError(f"quality: --inits must be between 1 and {MAX_INITS}, got {self.heldout_inits}")
         check_proxy_names(list(self.baselines))
         for space, dataset in self.settings:
             self.evolve_config(space, dataset, 0)  # every setting's config validates before any work
@@ -159,18 +165,20 @@ def _csv_indices(path: Path) -> list[int] | None:
         return None
 
 
-def _done(csv_path: Path, summary: Path, indices: list[int], expression: str | None = None) -> bool:
-    """A step is complete when its summary exists, its CSV holds exactly the held-out architectures and (for an
-    evolved proxy) it scored the tree the run folder's proxy.json holds now: an evolution resumed with more
-    generations may have found another tree, whose held-out score must then be measured again."""
+def _done(csv_path: Path, summary: Path, indices: list[int], expression: str | None = None, inits: int = 1) -> bool:
+    """A step is complete when its summary exists, its CSV holds exactly the held-out architectures, it averaged
+    over ``inits`` initialisations (a summary without the field: one) and (for an evolved proxy) it scored the tree
+    the run folder's proxy.json holds now: an evolution resumed with more generations may have found another tree,
+    whose held-out score must then be measured again."""
     if not summary.is_file() or _csv_indices(csv_path) != indices:
         return False
-    if expression is None:
-        return True
     try:
-        return json.loads(summary.read_text()).get("expression") == expression
+        recorded = json.loads(summary.read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(recorded, dict) or recorded.get("inits", 1) != inits:
+        return False
+    return expression is None or recorded.get("expression") == expression
 
 
 def _summary_names(path: Path) -> set[str]:
@@ -223,24 +231,27 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
     taus, rhos = [], []
     for k, proxy in enumerate(proxies):
         run = folder / f"seed-{k}"
-        if not _done(run / SCORES, run / SCORES_SUMMARY, held_out, proxy.expression):
+        if not _done(run / SCORES, run / SCORES_SUMMARY, held_out, proxy.expression, plan.heldout_inits):
             result = score_tokens(proxy.tokens, truth, dataset, held_out, settings, data_dir, cache=cache,
-                                  reporter=reporter)
+                                  reporter=reporter, inits=plan.heldout_inits)
             write_scores_csv(result, run / SCORES)
             write_score_summary(result, run / "proxy.json", space, dataset, "random", plan.heldout_seed,
                                 run / SCORES_SUMMARY,
                                 extra={"expression": proxy.expression,  # which tree was scored (see _done)
-                                       "probe_seed": plan.heldout_probe_seed, "batch_size": settings.batch_size})
+                                       "probe_seed": plan.heldout_probe_seed, "batch_size": settings.batch_size,
+                                       "inits": plan.heldout_inits})
         summary = json.loads((run / SCORES_SUMMARY).read_text())
         taus.append(_number(summary["kendall_tau"]))
         rhos.append(_number(summary["spearman_rho"]))
     # 4. the baselines on the same architectures, minibatch and initialisation
-    if plan.baselines and not (_done(folder / BASELINES, folder / BASELINES_SUMMARY, held_out)
+    if plan.baselines and not (_done(folder / BASELINES, folder / BASELINES_SUMMARY, held_out,
+                                     inits=plan.heldout_inits)
                                and set(plan.baselines) <= _summary_names(folder / BASELINES_SUMMARY)):
         comparison = compare(truth, dataset, held_out, settings, data_dir, proxies=list(plan.baselines),
-                             out_csv=folder / BASELINES, cache=cache, reporter=reporter)
+                             out_csv=folder / BASELINES, cache=cache, reporter=reporter, inits=plan.heldout_inits)
         meta = {"space": space, "dataset": dataset, "sampling": "random", "seed": plan.heldout_seed,
-                "batch_size": settings.batch_size, "probe_seed": plan.heldout_probe_seed}
+                "batch_size": settings.batch_size, "probe_seed": plan.heldout_probe_seed,
+                "inits": plan.heldout_inits}
         write_summary(comparison, folder / BASELINES_SUMMARY, meta)
     baselines: dict[str, dict[str, Any]] = {}
     if plan.baselines:
@@ -280,6 +291,7 @@ def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_d
     record = json.loads((setting_dir(out_root, space, target) / HELDOUT).read_text())
     settings = probe_settings(space, target, record["batch_size"], record["probe_seed"], plan.device,
                               data_dir=data_dir)
+    inits = plan.heldout_inits  # averaged as the target's own held-out scores are
     folder = setting_dir(out_root, space, target) / TRANSFER
     folder.mkdir(exist_ok=True)
     taus, rhos, sizes = [], [], []
@@ -289,13 +301,14 @@ def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_d
         seen = set(proxy.sample_indices)
         indices = [i for i in record["indices"] if i not in seen]
         csv_path, summary_path = folder / f"from-{source}-seed-{k}.csv", folder / f"from-{source}-seed-{k}.summary.json"
-        if not _done(csv_path, summary_path, indices, proxy.expression):
+        if not _done(csv_path, summary_path, indices, proxy.expression, inits):
             result = score_tokens(proxy.tokens, truth, target, indices, settings, data_dir, cache=cache,
-                                  reporter=reporter)
+                                  reporter=reporter, inits=inits)
             write_scores_csv(result, csv_path)
             write_score_summary(result, run / "proxy.json", space, target, "random", record["seed"], summary_path,
                                 extra={"expression": proxy.expression, "evolved_on": source,
-                                       "probe_seed": record["probe_seed"], "batch_size": settings.batch_size})
+                                       "probe_seed": record["probe_seed"], "batch_size": settings.batch_size,
+                                       "inits": inits})
         summary = json.loads(summary_path.read_text())
         taus.append(_number(summary["kendall_tau"]))
         rhos.append(_number(summary["spearman_rho"]))
@@ -361,7 +374,10 @@ def markdown_table(results: Sequence[SettingResult], plan: QualityPlan) -> str:
         f"Held-out Kendall tau against NATS-Bench test accuracy, {seeds} evolution seed(s) (0..{seeds - 1}) per "
         "setting; mean ± sample standard deviation (n-1) over the seeds. Per setting, one random held-out sample "
         f"(seed {plan.heldout_seed}) disjoint from every seed's evolution sample, the same networks, minibatch and "
-        f"initialisation (probe seed {plan.heldout_probe_seed}) for every seed and every baseline.",
+        f"initialisation (probe seed {plan.heldout_probe_seed}) for every seed and every baseline."
+        + (f" Every score is the mean over {plan.heldout_inits} initialisations and minibatches (probe seeds "
+           f"{plan.heldout_probe_seed}..{plan.heldout_probe_seed + plan.heldout_inits - 1})."
+           if plan.heldout_inits > 1 else ""),
         f"Evolution config: {plan.config_path or 'package defaults and the space defaults'}; overrides: {overrides}.",
     ]
     return "\n".join(lines + notes) + "\n"

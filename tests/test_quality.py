@@ -19,9 +19,12 @@ from scipy.stats import kendalltau
 from conftest import gm
 from greenmachine.config import EvolveConfig
 from greenmachine.errors import GreenmachineError
-from greenmachine.quality import BASELINES, DEFAULT_BASELINES, QualityPlan, parse_settings, setting_dir
+from greenmachine.proxies.proxyfile import load_proxy
+from greenmachine.proxies.scoring import score_tokens
+from greenmachine.quality import BASELINES, BASELINES_SUMMARY, DEFAULT_BASELINES, QualityPlan, parse_settings, setting_dir
 from greenmachine.search.proxy_gp import ProxyEvolution, run_evolution
 from greenmachine.spaces.truth import load_table
+from greenmachine.workspace import probe_settings
 
 TINY = ["--seeds", 2, "--heldout", 6, "--population", 4, "--generations", 1, "--sample-size", 6, "--batch-size", 8]
 
@@ -177,9 +180,10 @@ def test_quality_sampling_option_reaches_every_evolution(tmp_path, env, capsys, 
     assert code == 2 and err.count("\n") == 1 and "uniform" in err
 
 
-def test_quality_transfer_tables_tiny(tmp_path, env, capsys):
+def test_quality_transfer_tables_and_inits_tiny(tmp_path, env, capsys, data_dir, cache):
     """Two datasets of one space: every seed's proxy is scored on the other dataset's held-out sample (its own
-    evolution sample left out), and the transfer table's cells are recomputed from those CSVs."""
+    evolution sample left out), and the transfer table's cells are recomputed from those CSVs; then the same
+    folders again with --inits."""
     runs, table = tmp_path / "runs", tmp_path / "q.md"
     code, _, err = gm(capsys, "quality", "--settings", "tss/cifar10,tss/cifar100", *TINY, "--baselines", "params",
                       "--out", runs, "--table", table, "--quiet")
@@ -207,3 +211,32 @@ def test_quality_transfer_tables_tiny(tmp_path, env, capsys):
                       "--no-transfer", "--out", runs, "--table", table, "--quiet")
     assert code == 0, err
     assert "Transfer" not in table.read_text() and "| cifar10 |" not in table.read_text()
+    # --inits N into the finished folders: the evolutions stay, every held-out, baseline and transfer step is
+    # scored again as the mean over N initialisations (checked against a single-initialisation score at the next
+    # probe seed), each summary records N, the table says so, and a second call finds every step done
+    args = ["quality", "--settings", "tss/cifar10,tss/cifar100", *TINY, "--baselines", "params", "--out", runs,
+            "--table", table, "--quiet"]
+    run = setting_dir(runs, "tss", "cifar10") / "seed-0"
+    history = (run / "history.csv").read_text()
+    single = [float(r["score"]) for r in _csv(run / "heldout_scores.csv")]
+    code, _, err = gm(capsys, *args, "--inits", 2)
+    assert code == 0, err
+    assert (run / "history.csv").read_text() == history
+    held = json.loads((setting_dir(runs, "tss", "cifar10") / "heldout.json").read_text())["indices"]
+    proxy = load_proxy(run / "proxy.json")
+    truth = load_table(data_dir / "nats" / "tss-hp200.csv", "tss")
+    second_init = probe_settings("tss", "cifar10", 8, 1, "cpu", data_dir=data_dir)
+    second = score_tokens(proxy.tokens, truth, "cifar10", held, second_init, data_dir, cache=cache).scores
+    averaged = [float(r["score"]) for r in _csv(run / "heldout_scores.csv")]
+    np.testing.assert_allclose(averaged, (np.array(single) + second) / 2, rtol=1e-12)
+    for summary in (run / "heldout_scores.summary.json", setting_dir(runs, "tss", "cifar10") / BASELINES_SUMMARY,
+                    setting_dir(runs, "tss", "cifar100") / "transfer" / "from-cifar10-seed-1.summary.json"):
+        assert json.loads(summary.read_text())["inits"] == 2, summary
+    md = table.read_text()
+    assert "mean over 2 initialisations and minibatches (probe seeds 0..1)" in md
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.rglob("*.csv")}
+    code, _, err = gm(capsys, *args, "--inits", 2)
+    assert code == 0, err
+    assert table.read_text() == md and {p: p.stat().st_mtime_ns for p in runs.rglob("*.csv")} == mtimes
+    code, _, err = gm(capsys, *args, "--inits", 0)
+    assert code == 2 and "--inits" in err and err.count("\n") == 1
