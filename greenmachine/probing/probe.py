@@ -40,6 +40,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from greenmachine.config import check_seed
+from greenmachine.errors import GreenmachineError
+from greenmachine.probing.datasets import images_digest
 from greenmachine.spaces import get_space
 
 WEIGHT_TERMINALS = ("weight", "grad", "synflow_grad")
@@ -107,10 +110,6 @@ def init_protocols(settings: ProbeSettings, inits: int, data_dir: str | None = N
     the same 500 networks rank the evolved proxies' scores at Kendall tau 0.88-0.91 with each other, and that noise
     is what the average removes. Each protocol keeps the images digest of its own minibatch when the first carries
     one (computed from ``data_dir``), so the probe cache keys every initialisation on the images it probed."""
-    from greenmachine.config import check_seed
-    from greenmachine.errors import GreenmachineError
-    from greenmachine.probing.datasets import images_digest
-
     if not 1 <= inits <= MAX_INITS:
         raise GreenmachineError(f"--inits must be between 1 and {MAX_INITS}, got {inits}")
     out = [settings]
