@@ -42,7 +42,7 @@ from greenmachine.config import EvolveConfig, load_config
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import atomic_open, write_text_atomic
 from greenmachine.probing.cache import ProbeCache
-from greenmachine.probing.probe import MAX_INITS
+from greenmachine.probing.probe import check_inits
 from greenmachine.ui import Reporter
 
 if TYPE_CHECKING:
@@ -91,8 +91,7 @@ class QualityPlan:
             raise GreenmachineError(f"quality: the held-out sample needs at least 2 architectures, got {self.heldout}")
         check_seed(self.heldout_seed, "the held-out seed")
         check_seed(self.heldout_probe_seed, "the held-out probe seed")
-        if not 1 <= self.heldout_inits <= MAX_INITS:
-            raise GreenmachineError(f"quality: --inits must be between 1 and {MAX_INITS}, got {self.heldout_inits}")
+        check_inits(self.heldout_inits)
         check_proxy_names(list(self.baselines))
         for space, dataset in self.settings:
             self.evolve_config(space, dataset, 0)  # every setting's config validates before any work
@@ -291,7 +290,6 @@ def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_d
     record = json.loads((setting_dir(out_root, space, target) / HELDOUT).read_text())
     settings = probe_settings(space, target, record["batch_size"], record["probe_seed"], plan.device,
                               data_dir=data_dir)
-    inits = plan.heldout_inits  # averaged as the target's own held-out scores are
     folder = setting_dir(out_root, space, target) / TRANSFER
     folder.mkdir(exist_ok=True)
     taus, rhos, sizes = [], [], []
@@ -301,14 +299,14 @@ def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_d
         seen = set(proxy.sample_indices)
         indices = [i for i in record["indices"] if i not in seen]
         csv_path, summary_path = folder / f"from-{source}-seed-{k}.csv", folder / f"from-{source}-seed-{k}.summary.json"
-        if not _done(csv_path, summary_path, indices, proxy.expression, inits):
+        if not _done(csv_path, summary_path, indices, proxy.expression, plan.heldout_inits):
             result = score_tokens(proxy.tokens, truth, target, indices, settings, data_dir, cache=cache,
-                                  reporter=reporter, inits=inits)
+                                  reporter=reporter, inits=plan.heldout_inits)
             write_scores_csv(result, csv_path)
             write_score_summary(result, run / "proxy.json", space, target, "random", record["seed"], summary_path,
                                 extra={"expression": proxy.expression, "evolved_on": source,
                                        "probe_seed": record["probe_seed"], "batch_size": settings.batch_size,
-                                       "inits": inits})
+                                       "inits": plan.heldout_inits})
         summary = json.loads(summary_path.read_text())
         taus.append(_number(summary["kendall_tau"]))
         rhos.append(_number(summary["spearman_rho"]))

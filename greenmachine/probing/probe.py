@@ -101,6 +101,13 @@ class ProbeSettings:
 MAX_INITS = 32
 
 
+def check_inits(inits: int) -> int:
+    """An initialisation count within 1..MAX_INITS, or a one-line error stating the range."""
+    if not 1 <= inits <= MAX_INITS:
+        raise GreenmachineError(f"--inits must be between 1 and {MAX_INITS}, got {inits}")
+    return inits
+
+
 def init_protocols(settings: ProbeSettings, inits: int, data_dir: str | None = None) -> list[ProbeSettings]:
     """The protocols of a score averaged over ``inits`` initialisations: the r-th moves both the minibatch seed and
     the initialisation seed by r, so that ``--inits 3`` at probe seed S is exactly the mean of the three
@@ -110,8 +117,7 @@ def init_protocols(settings: ProbeSettings, inits: int, data_dir: str | None = N
     the same 500 networks rank the evolved proxies' scores at Kendall tau 0.88-0.91 with each other, and that noise
     is what the average removes. Each protocol keeps the images digest of its own minibatch when the first carries
     one (computed from ``data_dir``), so the probe cache keys every initialisation on the images it probed."""
-    if not 1 <= inits <= MAX_INITS:
-        raise GreenmachineError(f"--inits must be between 1 and {MAX_INITS}, got {inits}")
+    check_inits(inits)
     out = [settings]
     for r in range(1, inits):
         check_seed(settings.batch_seed + r, "the probe seed of the last initialisation")
