@@ -117,3 +117,30 @@ def test_the_command_line_averages_and_records_its_inits(tmp_path, capsys, env, 
         for command in (["score", proxy, "--archs", archs], ["baselines", "--archs", archs]):
             code, _, err = gm(capsys, *command, "--inits", bad)
             assert code == 2 and "--inits" in err and len(err.strip().splitlines()) == 1, (command, bad, err)
+
+
+def test_included_proxies_share_one_probe_of_each_network(tss_truth, data_dir, cache, monkeypatch):
+    """Uncached, three included trees that need different passes (synflow; ce; ce and spectrum) probe each network
+    once, with the union of the passes, and score what each scores alone."""
+    from greenmachine.probing import cache as cache_module
+
+    evolved = {f"evolved_{n}": Proxy(classic_tokens(n), space="tss", dataset="cifar10")
+               for n in ("synflow", "snip", "meco_relu")}
+    settings = probe_settings("tss", "cifar10", BATCH, 0, "cpu", data_dir=data_dir)
+    alone = {name: score_tokens(p.tokens, tss_truth, "cifar10", INDICES, settings, data_dir, cache=cache).scores
+             for name, p in evolved.items()}
+    jobs = []
+    probe_job = cache_module._probe_job
+
+    def counting(*args):
+        jobs.append(args[-1])
+        return probe_job(*args)
+
+    monkeypatch.setattr(cache_module, "_probe_job", counting)
+    both = compare(tss_truth, "cifar10", INDICES, settings, data_dir, [], evolved, cache=ProbeCache(None), inits=2)
+    assert sorted((i, g) for i, _, g in jobs) == sorted(
+        (i, ("ce", "synflow", "spectrum")) for i in INDICES for _ in range(2))  # once per network and init
+    first = compare(tss_truth, "cifar10", INDICES, settings, data_dir, [], evolved, cache=ProbeCache(None))
+    for name, scores in alone.items():
+        np.testing.assert_allclose(first.scores[name], scores, rtol=1e-12, err_msg=name)
+    assert all(s.seconds_per_network > 0 for s in both.stats)

@@ -371,9 +371,10 @@ def probe_sample(
     """Probe every ``(index, arch)`` of a sample, reading the cache first; returns probes in input order.
 
     A probe's ``seconds`` is what producing it took, once: a cached pass stores its own seconds, so a probe read
-    back from the cache reports the sum of its passes, not that sum once per pass. With a ``meter``, the networks
-    probed here are measured in one window (see :func:`metered_map`) and the ones read back from the cache are
-    counted as such."""
+    back from the cache reports the sum of its passes, not that sum once per pass; its ``pass_seconds`` has each
+    pass's own, cached or fresh (so that several trees sharing one probe can each be charged their passes only).
+    With a ``meter``, the networks probed here are measured in one window (see :func:`metered_map`) and the ones
+    read back from the cache are counted as such."""
     cache = cache or ProbeCache(None)
     groups = tuple(groups)
     images, labels = probe_batch(str(data_dir), settings.dataset, settings.batch_size, settings.batch_seed)
@@ -381,7 +382,7 @@ def probe_sample(
     jobs = []
     for index, arch in items:
         tensors: dict = {}
-        seconds = 0.0
+        pass_seconds: dict[str, float] = {}
         missing = []
         for g in groups:
             hit = cache.load(settings, index, arch, g)
@@ -389,8 +390,8 @@ def probe_sample(
                 missing.append(g)
             else:
                 tensors.update(hit[0])
-                seconds += hit[1]
-        found[index] = NetworkProbe(index, arch, tensors, seconds)
+                pass_seconds[g] = hit[1]
+        found[index] = NetworkProbe(index, arch, tensors, sum(pass_seconds.values()), pass_seconds)
         if missing:
             jobs.append((index, arch, tuple(missing)))
         elif meter is not None:
@@ -403,4 +404,5 @@ def probe_sample(
         probe = found[result.index]
         probe.tensors.update(fresh.tensors)
         probe.seconds += fresh.seconds
+        probe.pass_seconds.update(result.pass_seconds)
     return [found[i] for i, _ in items]

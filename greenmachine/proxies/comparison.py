@@ -30,7 +30,7 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.proxies.fitness import rank_correlations
 from greenmachine.files import write_text_atomic
 from greenmachine.proxies.primitives import evaluate
-from greenmachine.probing.probe import ProbeSettings, init_network, init_protocols
+from greenmachine.probing.probe import GROUPS, ProbeSettings, init_network, init_protocols
 from greenmachine.proxies.proxyfile import Proxy
 from greenmachine.probing.chunking import estimated_bytes, plan_chunks, split
 from greenmachine.proxies.scoring import CHUNK, probe_passes
@@ -129,11 +129,14 @@ def compare(
     """Score the baselines and the evolved proxies on the same networks, in chunks of at most ``CHUNK`` networks and
     the byte budget of ``probing/chunking.py``.
 
-    Per chunk, the evolved proxies are evaluated on probes of the chunk (``probe_sample``: cached or probed, one
-    meter window), then the baselines run network by network through the same metered loop (``metered_map``, one
-    window per chunk) and each network's CSV row is appended as its baselines finish. With ``inits`` > 1 that is
-    done once per initialisation and minibatch (:func:`~greenmachine.probing.probe.init_protocols`), and every
-    proxy's score of a network is the mean over them, as :func:`~greenmachine.proxies.scoring.score_tokens` does."""
+    Per chunk, the evolved proxies are evaluated on one probe of each network of the chunk (``probe_sample``:
+    cached or probed, one meter window) that holds the union of the passes they need, so that without a cache
+    ``--include`` three proxies probes every network once, not three times; each proxy is charged the seconds of
+    its own passes and of its evaluation. Then the baselines run network by network through the same metered loop
+    (``metered_map``, one window per chunk) and each network's CSV row is appended as its baselines finish. With
+    ``inits`` > 1 that is done once per initialisation and minibatch
+    (:func:`~greenmachine.probing.probe.init_protocols`), and every proxy's score of a network is the mean over
+    them, as :func:`~greenmachine.proxies.scoring.score_tokens` does."""
     reporter = reporter or Reporter(quiet=True)
     evolved = evolved or {}
     proxies = check_proxy_names(proxies)
@@ -152,6 +155,8 @@ def compare(
     items = [(int(i), truth.arch(int(i))) for i in indices]
     accuracy = truth.acc(dataset, [i for i, _ in items])
     acc_of = {i: float(a) for (i, _), a in zip(items, accuracy)}
+    passes = {name: probe_passes(proxy.tokens) for name, proxy in evolved.items()}
+    union = tuple(g for g in GROUPS if any(g in p for p in passes.values()))
     writer = _RowWriter(out_csv, columns)
     advance = reporter.task("scoring proxies", len(items) * len(protocols))
     try:
@@ -159,14 +164,18 @@ def compare(
         for chunk in split(items, lengths):
             chunk_values = {c: np.zeros((len(protocols), len(chunk))) for c in columns}
             for r, (protocol, job) in enumerate(zip(protocols, jobs)):
-                for name, proxy in evolved.items():
-                    t0 = time.perf_counter()
-                    probes = probe_sample(chunk, protocol, data_dir, groups=probe_passes(proxy.tokens), cache=cache,
-                                          executor=executor, meter=meter)
-                    chunk_values[name][r] = evaluate(proxy.tokens, ProbeBatch(probes, device=protocol.device,
-                                                                              consume=True)).cpu().numpy()
+                if evolved:
+                    probes = probe_sample(chunk, protocol, data_dir, groups=union, cache=cache, executor=executor,
+                                          meter=meter)
+                    for name in evolved:
+                        seconds[name] += sum(p.pass_seconds.get(g, 0.0) for p in probes for g in passes[name])
+                    batch = ProbeBatch(probes, device=protocol.device, consume=True)
                     del probes
-                    seconds[name] += time.perf_counter() - t0
+                    for name, proxy in evolved.items():
+                        t0 = time.perf_counter()
+                        chunk_values[name][r] = evaluate(proxy.tokens, batch).cpu().numpy()
+                        seconds[name] += time.perf_counter() - t0
+                    del batch
                 if proxies:
                     results = metered_map(job, chunk, executor, meter, label="baselines")
                 else:
