@@ -28,6 +28,8 @@ SEED = click.IntRange(0, 2**32 - 1)
 INITS = click.IntRange(1, 32)
 INITS_HELP = ("Average every network's score over N initialisations and minibatches (probe seeds S, S+1, ...; "
               "N times the probing).")
+SPECTRUM_IMAGES_HELP = ("corr_eig is the mean of the first K images' channel-correlation spectra (MeCo reads the "
+                        "first image only); same passes, K eigendecompositions per ReLU input.")
 
 
 def _common(f):
@@ -311,13 +313,15 @@ def _datasets_option(value: str | None, dataset: str | None, config) -> tuple[st
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
 @click.option("--inits", type=INITS, default=1, show_default=True, metavar="N", help=INITS_HELP)
+@click.option("--spectrum-images", type=int, default=None, metavar="K",
+              help=SPECTRUM_IMAGES_HELP + " Default: the proxy's own (1 unless it was evolved with more).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_executor_options
 @_energy_options
 @_common
 def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, inits,
-          device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core,
-          workers=1, executor=None, ray_address=None):
+          spectrum_images, device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w,
+          cpu_watts_per_core, workers=1, executor=None, ray_address=None):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.proxyfile import load_proxy
@@ -343,7 +347,9 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, exclude)
         # the proxy's own probe protocol (minibatch size and seed, initialisation seed), on the scored dataset
         settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
-                                  device, init_seed=proxy.probe.get("init_seed"), data_dir=data)
+                                  device, init_seed=proxy.probe.get("init_seed"), data_dir=data,
+                                  spectrum_images=proxy.probe.get("spectrum_images", 1) if spectrum_images is None
+                                  else spectrum_images)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
                               cache=_cache(cache_dir, no_cache, data), executor=pool,
                               reporter=reporter, meter=meter, inits=inits)
@@ -353,7 +359,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     if out_path:
         write_scores_csv(result, out_path)
         write_score_summary(result, proxy_path, space, dataset, sampling if not archs else "archs", seed,
-                            summary_path(out_path), energy=block, extra={"inits": result.inits})
+                            summary_path(out_path), energy=block,
+                            extra={"inits": result.inits, "spectrum_images": settings.spectrum_images})
     click.echo(f"architectures={len(result.indices)} space={space} dataset={dataset}")
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")
@@ -376,6 +383,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @click.option("--probe-seed", type=SEED, default=0, show_default=True,
               help="Seed of the minibatch and of the initialisation (evolve's --seed gives the same protocol).")
 @click.option("--inits", type=INITS, default=1, show_default=True, metavar="N", help=INITS_HELP)
+@click.option("--spectrum-images", type=int, default=1, show_default=True, metavar="K",
+              help=SPECTRUM_IMAGES_HELP + " For the included proxies; the meco baseline stays MeCo's.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="CSV of per-architecture scores; a .summary.json and a .png land beside it.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -383,7 +392,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
 @_energy_options
 @_common
 def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, includes, exclude_evolution_sample,
-              batch_size, probe_seed, inits, out_path, device, data_dir, cache_dir, no_cache, quiet,
+              batch_size, probe_seed, inits, spectrum_images, out_path, device, data_dir, cache_dir, no_cache, quiet,
               carbon_intensity, pue, training_device_w, cpu_watts_per_core, workers=1, executor=None,
               ray_address=None):
     """Score the hand-designed proxies (and evolved ones) on the same architectures, images and seeds."""
@@ -417,7 +426,8 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
         exclude = {i for p in evolved.values() if p.space == space for i in p.sample_indices} \
             if exclude_evolution_sample else set()
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, sorted(exclude))
-        settings = probe_settings(space, dataset, batch_size, probe_seed, device, data_dir=data)
+        settings = probe_settings(space, dataset, batch_size, probe_seed, device, data_dir=data,
+                                  spectrum_images=spectrum_images)
         result = compare(truth, dataset, indices, settings, data, names, evolved, out_csv=out_path,
                          cache=_cache(cache_dir, no_cache, data), reporter=reporter, meter=meter, executor=pool,
                          inits=inits)
@@ -425,7 +435,8 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
                                                                  energy_settings.training_device_w),
                          "baselines", len(result.indices))
     title = f"{space} / {dataset}: {len(indices)} architectures, batch {batch_size}" + \
-        (f", mean of {inits} initialisations" if inits > 1 else "")
+        (f", mean of {inits} initialisations" if inits > 1 else "") + \
+        (f", spectra of {spectrum_images} images" if spectrum_images > 1 else "")
     out_console.print(comparison_table(result, title, block))
     for s in result.ranked():
         click.echo(f"{s.name}: kendall_tau={s.kendall_tau:.4f} spearman_rho={s.spearman_rho:.4f} "
@@ -433,7 +444,8 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     _echo_energy(block)
     if out_path:
         meta = {"space": space, "dataset": dataset, "sampling": sampling if not archs else "archs", "seed": seed,
-                "batch_size": batch_size, "probe_seed": probe_seed, "inits": inits}
+                "batch_size": batch_size, "probe_seed": probe_seed, "inits": inits,
+                "spectrum_images": spectrum_images}
         write_summary(result, summary_path(out_path), meta, energy=block)
         figure = scatter_figure(result, Path(out_path).with_suffix(".png"), title)
         click.echo(f"csv={out_path}")
@@ -779,6 +791,8 @@ def report(runs, out_path):
 @click.option("--inits", type=INITS, default=1, show_default=True, metavar="N",
               help="Held-out and transfer scores (evolved and baselines): the mean over N initialisations and "
                    "minibatches (probe seeds 0..N-1); the evolutions are unchanged.")
+@click.option("--spectrum-images", type=int, default=1, show_default=True, metavar="K",
+              help=SPECTRUM_IMAGES_HELP + " Held-out and transfer scores of the evolved proxies.")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also score every seed's proxy on the held-out samples of the other datasets of its space.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/quality", show_default=True,
@@ -788,7 +802,7 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, sampling, batch_size, structural, jacobian, ntk, inits, transfer, out_dir, table_path, device,
+            sample_size, sampling, batch_size, structural, jacobian, ntk, inits, spectrum_images, transfer, out_dir, table_path, device,
             data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
@@ -805,6 +819,7 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
         seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,
         baselines=tuple(b.strip() for b in baselines_arg.split(",") if b.strip()), config_path=config_path,
         overrides=overrides, device=device, transfer=transfer, heldout_inits=inits,
+        heldout_spectrum_images=spectrum_images,
     ).validate()
     check_writable_dir(out_dir, "--out")
     _check_outputs(table_path, {"table": Path(table_path), "CSV": Path(table_path).with_suffix(".csv")})

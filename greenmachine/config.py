@@ -70,6 +70,9 @@ class EvolveConfig:
     # more per network, about 5 ce passes); off by default for the same reason
     ntk: bool = False
     batch_size: int = 64
+    # images of the minibatch whose channel-correlation spectra corr_eig averages (probing.probe.ProbeSettings);
+    # 1 = MeCo's first image, the protocol of every earlier run
+    spectrum_images: int = 1
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
@@ -113,6 +116,9 @@ class EvolveConfig:
                 raise GreenmachineError(f"{name} must be at least 2 (Kendall tau ranks two or more architectures), "
                                         f"got {getattr(self, name)}")
         check_seed(self.seed)
+        from greenmachine.probing.probe import check_spectrum_images  # probe imports this module
+
+        check_spectrum_images(self.spectrum_images, self.batch_size, "spectrum_images")
         if self.max_height > MAX_TREE_HEIGHT:
             raise GreenmachineError(f"max_height must be at most {MAX_TREE_HEIGHT} (the documented tree-height limit), "
                                     f"got {self.max_height}")

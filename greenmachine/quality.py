@@ -70,6 +70,9 @@ class QualityPlan:
     # held-out (and transfer) scores are the mean over this many initialisations and minibatches, probe seeds
     # heldout_probe_seed.. (probing.probe.init_protocols); the evolutions are not changed by it
     heldout_inits: int = 1
+    # the evolved proxies' corr_eig on the held-out (and transfer) samples: the mean of the first K images' spectra
+    # (probing.probe.ProbeSettings.spectrum_images); the baselines and the evolutions are not changed by it
+    heldout_spectrum_images: int = 1
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     config_path: str | None = None  # a TOML evolve config; None = the package defaults and the space's own
     overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, sampling, batch_size, structural, jacobian, ntk
@@ -92,6 +95,8 @@ class QualityPlan:
         check_seed(self.heldout_seed, "the held-out seed")
         check_seed(self.heldout_probe_seed, "the held-out probe seed")
         check_inits(self.heldout_inits)
+        if self.heldout_spectrum_images < 1:
+            raise GreenmachineError(f"--spectrum-images must be at least 1, got {self.heldout_spectrum_images}")
         check_proxy_names(list(self.baselines))
         for space, dataset in self.settings:
             self.evolve_config(space, dataset, 0)  # every setting's config validates before any work
@@ -164,9 +169,11 @@ def _csv_indices(path: Path) -> list[int] | None:
         return None
 
 
-def _done(csv_path: Path, summary: Path, indices: list[int], expression: str | None = None, inits: int = 1) -> bool:
+def _done(csv_path: Path, summary: Path, indices: list[int], expression: str | None = None, inits: int = 1,
+          spectrum_images: int = 1) -> bool:
     """A step is complete when its summary exists, its CSV holds exactly the held-out architectures, it averaged
-    over ``inits`` initialisations (a summary without the field: one) and (for an evolved proxy) it scored the tree
+    over ``inits`` initialisations and ``spectrum_images`` images' spectra (a summary without the field: one) and
+    (for an evolved proxy) it scored the tree
     the run folder's proxy.json holds now: an evolution resumed with more generations may have found another tree,
     whose held-out score must then be measured again."""
     if not summary.is_file() or _csv_indices(csv_path) != indices:
@@ -175,7 +182,8 @@ def _done(csv_path: Path, summary: Path, indices: list[int], expression: str | N
         recorded = json.loads(summary.read_text())
     except (OSError, ValueError):
         return False
-    if not isinstance(recorded, dict) or recorded.get("inits", 1) != inits:
+    if not isinstance(recorded, dict) or recorded.get("inits", 1) != inits \
+            or recorded.get("spectrum_images", 1) != spectrum_images:
         return False
     return expression is None or recorded.get("expression") == expression
 
@@ -225,12 +233,13 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
     else:
         write_text_atomic(heldout_file, json.dumps(record) + "\n")
     settings = probe_settings(space, dataset, configs[0].batch_size, plan.heldout_probe_seed, plan.device,
-                              data_dir=data_dir)
+                              data_dir=data_dir, spectrum_images=plan.heldout_spectrum_images)
     # 3. every seed's proxy on the held-out sample
     taus, rhos = [], []
     for k, proxy in enumerate(proxies):
         run = folder / f"seed-{k}"
-        if not _done(run / SCORES, run / SCORES_SUMMARY, held_out, proxy.expression, plan.heldout_inits):
+        if not _done(run / SCORES, run / SCORES_SUMMARY, held_out, proxy.expression, plan.heldout_inits,
+                     plan.heldout_spectrum_images):
             result = score_tokens(proxy.tokens, truth, dataset, held_out, settings, data_dir, cache=cache,
                                   reporter=reporter, inits=plan.heldout_inits)
             write_scores_csv(result, run / SCORES)
@@ -238,7 +247,8 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
                                 run / SCORES_SUMMARY,
                                 extra={"expression": proxy.expression,  # which tree was scored (see _done)
                                        "probe_seed": plan.heldout_probe_seed, "batch_size": settings.batch_size,
-                                       "inits": plan.heldout_inits})
+                                       "inits": plan.heldout_inits,
+                                       "spectrum_images": plan.heldout_spectrum_images})
         summary = json.loads((run / SCORES_SUMMARY).read_text())
         taus.append(_number(summary["kendall_tau"]))
         rhos.append(_number(summary["spearman_rho"]))
@@ -289,7 +299,7 @@ def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_d
 
     record = json.loads((setting_dir(out_root, space, target) / HELDOUT).read_text())
     settings = probe_settings(space, target, record["batch_size"], record["probe_seed"], plan.device,
-                              data_dir=data_dir)
+                              data_dir=data_dir, spectrum_images=plan.heldout_spectrum_images)
     folder = setting_dir(out_root, space, target) / TRANSFER
     folder.mkdir(exist_ok=True)
     taus, rhos, sizes = [], [], []
@@ -299,14 +309,16 @@ def run_transfer(plan: QualityPlan, space: str, source: str, target: str, data_d
         seen = set(proxy.sample_indices)
         indices = [i for i in record["indices"] if i not in seen]
         csv_path, summary_path = folder / f"from-{source}-seed-{k}.csv", folder / f"from-{source}-seed-{k}.summary.json"
-        if not _done(csv_path, summary_path, indices, proxy.expression, plan.heldout_inits):
+        if not _done(csv_path, summary_path, indices, proxy.expression, plan.heldout_inits,
+                     plan.heldout_spectrum_images):
             result = score_tokens(proxy.tokens, truth, target, indices, settings, data_dir, cache=cache,
                                   reporter=reporter, inits=plan.heldout_inits)
             write_scores_csv(result, csv_path)
             write_score_summary(result, run / "proxy.json", space, target, "random", record["seed"], summary_path,
                                 extra={"expression": proxy.expression, "evolved_on": source,
                                        "probe_seed": record["probe_seed"], "batch_size": settings.batch_size,
-                                       "inits": plan.heldout_inits})
+                                       "inits": plan.heldout_inits,
+                                       "spectrum_images": plan.heldout_spectrum_images})
         summary = json.loads(summary_path.read_text())
         taus.append(_number(summary["kendall_tau"]))
         rhos.append(_number(summary["spearman_rho"]))
@@ -375,7 +387,9 @@ def markdown_table(results: Sequence[SettingResult], plan: QualityPlan) -> str:
         f"initialisation (probe seed {plan.heldout_probe_seed}) for every seed and every baseline."
         + (f" Every score is the mean over {plan.heldout_inits} initialisations and minibatches (probe seeds "
            f"{plan.heldout_probe_seed}..{plan.heldout_probe_seed + plan.heldout_inits - 1})."
-           if plan.heldout_inits > 1 else ""),
+           if plan.heldout_inits > 1 else "")
+        + (f" The evolved proxies' correlation spectra are the mean over the first {plan.heldout_spectrum_images} "
+           "images of the minibatch." if plan.heldout_spectrum_images > 1 else ""),
         f"Evolution config: {plan.config_path or 'package defaults and the space defaults'}; overrides: {overrides}.",
     ]
     return "\n".join(lines + notes) + "\n"

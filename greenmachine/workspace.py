@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Iterable
 
 from greenmachine.errors import GreenmachineError
-from greenmachine.probing.probe import ProbeSettings
+from greenmachine.probing.probe import ProbeSettings, check_spectrum_images
 from greenmachine.spaces.sampling import sample_indices
 from greenmachine.spaces.truth import GroundTruth, find_truth_source, load_truth
 from greenmachine.ui import Reporter
@@ -68,7 +68,7 @@ def choose_architectures(
 
 def probe_settings(
     space: str, dataset: str, batch_size: int, seed: int, device: str, init_seed: int | None = None,
-    data_dir: str | Path | None = None,
+    data_dir: str | Path | None = None, spectrum_images: int = 1,
 ) -> ProbeSettings:
     """The probe protocol of a run: the minibatch and (unless given) the network initialisation follow the seed.
 
@@ -82,6 +82,7 @@ def probe_settings(
     check_seed(seed if init_seed is None else init_seed, "the initialisation seed")
     if batch_size < 2:
         raise GreenmachineError(f"the probe batch needs at least 2 images, got {batch_size}")
+    check_spectrum_images(spectrum_images, batch_size)
     if device.startswith("cuda"):
         import torch
 
@@ -93,4 +94,5 @@ def probe_settings(
 
         digest = images_digest(str(data_dir), dataset, batch_size, seed)
     return ProbeSettings(space, dataset, batch_size=batch_size, batch_seed=seed,
-                         init_seed=seed if init_seed is None else init_seed, device=device, images_digest=digest)
+                         init_seed=seed if init_seed is None else init_seed, device=device, images_digest=digest,
+                         spectrum_images=spectrum_images)

@@ -7,7 +7,8 @@ One call of :func:`probe_network` builds the network (seeded), runs
   gradient of the loss with respect to it; and
 * the **spectrum** pass: a forward pass of the same minibatch that keeps, per ReLU, the eigenvalues of the
   C x C Pearson correlation matrix between the channels of the first image's pre-activation map (the quantity
-  MeCo takes the minimum of); and
+  MeCo takes the minimum of), or with ``spectrum_images`` K > 1 the mean of the first K images' ascending
+  spectra; and
 * the **synflow** pass: the network with BatchNorm removed (as in Tanaka et al. and the zero-cost-proxies code),
   weights replaced by their absolute values, in float64, fed an all-ones input; the gradient of the summed
   logits with respect to every Conv2d/Linear weight; and
@@ -89,11 +90,16 @@ class ProbeSettings:
     # the cache key so that probes made on other images (another data folder, other files) are never reused.
     # "" = not computed here; the probe cache then computes it from its own data folder, or does not cache.
     images_digest: str = ""
+    # images of the minibatch whose channel-correlation spectra the spectrum pass averages (corr_eig): MeCo reads
+    # the first image only, and which image comes first is noise (check_spectrum_images says how much)
+    spectrum_images: int = 1
 
     def key(self) -> dict:
         d = asdict(self)
         d["device"] = torch.device(self.device).type
         d["version"] = PROBE_VERSION
+        if self.spectrum_images == 1:  # the protocol of every earlier probe: their cache entries stay valid
+            del d["spectrum_images"]
         return d
 
 
@@ -106,6 +112,17 @@ def check_inits(inits: int) -> int:
     if not 1 <= inits <= MAX_INITS:
         raise GreenmachineError(f"--inits must be between 1 and {MAX_INITS}, got {inits}")
     return inits
+
+
+def check_spectrum_images(images: int, batch_size: int, what: str = "--spectrum-images") -> int:
+    """A spectrum image count within 1..``batch_size``, or a one-line error.
+
+    Why average: on 1,000 random TSS CIFAR-10 networks the evolved spectrum-only proxy of the README (seed 2) ranks
+    at Kendall tau 0.797 from the first image's spectra and 0.790 from the second's; the two images' scores rank
+    each other at 0.895 only. The mean over 16 images' spectra reaches 0.804, from the same forward pass."""
+    if not 1 <= images <= batch_size:
+        raise GreenmachineError(f"{what} must be between 1 and the probe batch size {batch_size}, got {images}")
+    return images
 
 
 def init_protocols(settings: ProbeSettings, inits: int, data_dir: str | None = None) -> list[ProbeSettings]:
@@ -181,8 +198,8 @@ class _SharedInputs:
     correlation spectrum are the same numbers and are computed once (the gradient stays per ReLU). The dict
     keeps each tensor alive, so an ``id`` is never reused within a pass."""
 
-    def __init__(self, spectrum: bool, kernels: bool):
-        self.spectrum, self.kernels = spectrum, kernels
+    def __init__(self, spectrum: bool, kernels: bool, spectrum_images: int = 1):
+        self.spectrum, self.kernels, self.spectrum_images = spectrum, kernels, spectrum_images
         self.seen: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
         self.spectrum_seconds = 0.0
 
@@ -198,20 +215,24 @@ class _SharedInputs:
             out["act_cosine"] = cosine_kernel(d).cpu()
         if self.spectrum:
             t0 = time.perf_counter()
-            out["corr_eig"] = _relu_input_spectrum(d)
+            out["corr_eig"] = _relu_input_spectrum(d, self.spectrum_images)
             self.spectrum_seconds += time.perf_counter() - t0
         self.seen[id(x)] = (x, out)
         return out
 
 
-def _relu_input_spectrum(x: torch.Tensor) -> torch.Tensor:
+def _relu_input_spectrum(x: torch.Tensor, images: int = 1) -> torch.Tensor:
+    """The ascending correlation spectrum of the first image's map, or the mean of the first ``images`` ones'
+    (elementwise over the sorted eigenvalues: the k-th smallest averaged with the k-th smallest)."""
     if x.dim() == 4:
-        return channel_correlation_eigenvalues(x[0]).cpu()
+        if images == 1:
+            return channel_correlation_eigenvalues(x[0]).cpu()
+        return batched_correlation_eigenvalues(x[:images]).mean(dim=0).cpu()
     return torch.zeros(1, dtype=torch.float64)  # a vector per image: one channel per unit, no spatial extent
 
 
 def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, spectrum: bool = False,
-             timing: dict[str, float] | None = None) -> dict[str, list[torch.Tensor]]:
+             timing: dict[str, float] | None = None, spectrum_images: int = 1) -> dict[str, list[torch.Tensor]]:
     """The cross-entropy pass (see the module docstring); with ``spectrum`` it is also the spectrum pass: the
     correlation eigenvalues are taken in the same forward (train mode, the same batch statistics, so the same
     pre-activations as a separate forward), which saves a whole forward per network. ``timing`` receives the
@@ -222,7 +243,7 @@ def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, spectru
     summaries: list[dict[str, torch.Tensor]] = []
     grad_means: list[torch.Tensor | None] = []
     shapes: list[torch.Size] = []
-    shared = _SharedInputs(spectrum=spectrum, kernels=True)
+    shared = _SharedInputs(spectrum=spectrum, kernels=True, spectrum_images=spectrum_images)
 
     def pre_hook(_module, inputs):
         x = inputs[0]
@@ -282,11 +303,24 @@ def channel_correlation_eigenvalues(fmap: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(corr)
 
 
-def probe_spectrum(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+def batched_correlation_eigenvalues(fmaps: torch.Tensor) -> torch.Tensor:
+    """:func:`channel_correlation_eigenvalues` of every map of a K x C x H x W stack, in one batched call (the
+    Pearson correlation as ``torch.corrcoef`` computes it: clipped to [-1, 1], NaN for a constant channel, set to
+    0)."""
+    f = fmaps.reshape(fmaps.shape[0], fmaps.shape[1], -1).double()
+    f = f - f.mean(dim=2, keepdim=True)
+    cov = f @ f.transpose(1, 2)
+    std = torch.diagonal(cov, dim1=1, dim2=2).sqrt()
+    corr = (cov / std[:, :, None] / std[:, None, :]).clamp(-1.0, 1.0)
+    corr = torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.linalg.eigvalsh(corr)
+
+
+def probe_spectrum(net: nn.Module, images: torch.Tensor, spectrum_images: int = 1) -> dict[str, list[torch.Tensor]]:
     """The spectrum pass (train mode, like the ce pass, so that BatchNorm sees the same batch statistics)."""
     net.train()
     eigs: list[torch.Tensor] = []
-    shared = _SharedInputs(spectrum=True, kernels=False)
+    shared = _SharedInputs(spectrum=True, kernels=False, spectrum_images=spectrum_images)
 
     def pre_hook(_module, inputs):
         eigs.append(shared.of(inputs[0])["corr_eig"])
@@ -458,11 +492,12 @@ def probe_network(
         tensors.update(probe_ntk(net, images.to(device)))
         seconds["ntk"], t0 = clock() - t0, clock()
     if "spectrum" in groups and not fused:  # forward only: BatchNorm running statistics do not change train-mode outputs
-        tensors.update(probe_spectrum(net, images.to(device)))
+        tensors.update(probe_spectrum(net, images.to(device), settings.spectrum_images))
         seconds["spectrum"], t0 = clock() - t0, clock()
     if "ce" in groups:
         timing: dict[str, float] = {}
-        tensors.update(probe_ce(net, images.to(device), labels.to(device), spectrum=fused, timing=timing))
+        tensors.update(probe_ce(net, images.to(device), labels.to(device), spectrum=fused, timing=timing,
+                                spectrum_images=settings.spectrum_images))
         elapsed, t0 = clock() - t0, clock()
         if fused:
             seconds["spectrum"] = timing["spectrum"]

@@ -81,7 +81,7 @@ class Proxy:
     sampling: str | None = None
     sample_indices: list[int] = field(default_factory=list)
     seed: int | None = None
-    probe: dict[str, Any] = field(default_factory=dict)  # batch_size, batch_seed, init_seed
+    probe: dict[str, Any] = field(default_factory=dict)  # batch_size, batch_seed, init_seed[, spectrum_images]
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +175,11 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
         raise GreenmachineError(f"{origin}: {exc}") from None
     if "batch_size" in probe and probe["batch_size"] < 2:
         raise GreenmachineError(f"{origin}: probe.batch_size must be at least 2, got {probe['batch_size']}")
+    if "spectrum_images" in probe:
+        k = probe["spectrum_images"]
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= probe.get("batch_size", 64):
+            raise GreenmachineError(f"{origin}: probe.spectrum_images must be an integer between 1 and the batch "
+                                    f"size, got {k!r}")
     fitness = (data.get("fitness") or {}).get("kendall_tau") if isinstance(data.get("fitness"), dict) else None
     return Proxy(
         tokens=list(tokens),

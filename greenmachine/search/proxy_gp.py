@@ -230,7 +230,8 @@ class ProxyEvolution:
         self.datasets: list[str] = list(config.datasets) or [config.dataset]
         self.indices = sample_indices(truth, config.dataset, config.sample_size, config.sampling, seed=config.seed,
                                       strata=config.strata, exclude=_missing_truth(truth, self.datasets))
-        self.dataset_settings = {d: probe_settings(config.space, d, config.batch_size, config.seed, config.device)
+        self.dataset_settings = {d: probe_settings(config.space, d, config.batch_size, config.seed, config.device,
+                                                   spectrum_images=config.spectrum_images)
                                  for d in self.datasets}
         self.settings = self.dataset_settings[config.dataset]  # the first dataset's (config.dataset is datasets[0])
         self.multi = len(self.datasets) > 1
@@ -426,7 +427,9 @@ class ProxyEvolution:
             sample_indices=self.indices,
             seed=self.config.seed,
             probe={"batch_size": self.settings.batch_size, "batch_seed": self.settings.batch_seed,
-                   "init_seed": self.settings.init_seed},
+                   "init_seed": self.settings.init_seed,
+                   **({"spectrum_images": self.settings.spectrum_images} if self.settings.spectrum_images > 1
+                      else {})},
             config=self.config.to_dict(),
             extra={"generation": generation, "ground_truth": _data_relative(self.truth.source, self.data_dir),
                    "hp": self.truth.hp, "parsimony_tolerance": self.tolerance, **self._proxy_datasets(best_tokens)},
