@@ -169,12 +169,15 @@ class EvolveConfig:
         """The config as JSON-ready data (proxy.json, checkpoint fingerprint).
 
         Why the multi-dataset keys are left out in single-dataset mode: a single-dataset run must write the very
-        proxy.json and checkpoint fingerprint it wrote before they existed, so that its checkpoints still resume."""
+        proxy.json and checkpoint fingerprint it wrote before they existed, so that its checkpoints still resume;
+        ``spectrum_images`` = 1 is left out for the same reason."""
         data = asdict(self)
         if self.datasets:
             data["datasets"] = list(self.datasets)  # JSON has no tuples: a checkpoint's fingerprint compares equal
         else:
             del data["datasets"], data["combine"]
+        if self.spectrum_images == 1:
+            del data["spectrum_images"]
         return data
 
     def override(self, **kwargs: Any) -> "EvolveConfig":

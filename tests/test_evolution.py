@@ -125,3 +125,21 @@ def test_same_seed_same_tree_across_processes(tmp_path, env):
         results.append((out / "history.csv").read_text().splitlines())
     strip = lambda lines: [",".join(l.split(",")[:9]) for l in lines]  # noqa: E731 (drop seconds and expression)
     assert strip(results[0]) == strip(results[1])
+
+
+def test_spectrum_images_reach_the_probe_and_the_proxy_file(tmp_path, data_dir, tss_truth, cache):
+    """``spectrum_images = K`` probes the evolution sample with K images' spectra, records K in proxy.json (which
+    `score` then uses) and in the fingerprint; K = 1 writes neither key, as runs did before the option existed;
+    out of range, the config is refused."""
+    for k in (1, 2):
+        run(tmp_path, f"k{k}", data_dir, tss_truth, cache, TINY.override(generations=0, spectrum_images=k))
+        proxy = json.loads((tmp_path / f"k{k}" / "proxy.json").read_text())
+        check = json.loads((tmp_path / f"k{k}" / "checkpoint.json").read_text())
+        if k == 1:
+            assert "spectrum_images" not in proxy["probe"] and "spectrum_images" not in proxy["config"]
+            assert "spectrum_images" not in check["fingerprint"]["config"]
+        else:
+            assert proxy["probe"]["spectrum_images"] == 2 == check["fingerprint"]["config"]["spectrum_images"]
+    for bad in (0, TINY.batch_size + 1):
+        with pytest.raises(GreenmachineError, match="spectrum_images must be between 1 and the probe batch size"):
+            TINY.override(spectrum_images=bad).validate()

@@ -144,3 +144,44 @@ def test_included_proxies_share_one_probe_of_each_network(tss_truth, data_dir, c
     for name, scores in alone.items():
         np.testing.assert_allclose(first.scores[name], scores, rtol=1e-12, err_msg=name)
     assert all(s.seconds_per_network > 0 for s in both.stats)
+
+
+def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, capsys, env, data_dir, tss_truth, cache):
+    """--spectrum-images K: score defaults to the proxy's own K and records it; baselines scores an included proxy
+    with it; out-of-range values and proxy files are one-line errors."""
+    proxy = tmp_path / "mine.json"
+    save_proxy(Proxy(classic_tokens("meco_relu"), space="tss", dataset="cifar10",
+                     probe={"batch_size": BATCH, "batch_seed": 2, "init_seed": 2, "spectrum_images": 3}), proxy)
+    archs = ",".join(map(str, INDICES))
+    expected = {}
+    for k in (1, 3):
+        settings = probe_settings("tss", "cifar10", BATCH, 2, "cpu", data_dir=data_dir, spectrum_images=k)
+        expected[k] = score_tokens(classic_tokens("meco_relu"), tss_truth, "cifar10", INDICES, settings, data_dir,
+                                   cache=cache).scores
+    assert not np.allclose(expected[1], expected[3])
+    for args, k in (([], 3), (["--spectrum-images", 1], 1)):
+        code, _, err = gm(capsys, "score", proxy, "--archs", archs, *args, "--out", tmp_path / f"s{k}.csv", "--quiet")
+        assert code == 0, err
+        np.testing.assert_allclose([float(r["score"]) for r in csv.DictReader(open(tmp_path / f"s{k}.csv"))],
+                                   expected[k], rtol=1e-12)
+        assert json.loads((tmp_path / f"s{k}.summary.json").read_text())["spectrum_images"] == k
+    code, stdout, err = gm(capsys, "baselines", "--archs", archs, "--proxies", "params", "--include", proxy,
+                           "--batch-size", BATCH, "--probe-seed", 2, "--spectrum-images", 3, "--out", tmp_path / "b.csv")
+    assert code == 0 and "spectra of 3 images" in stdout, err
+    np.testing.assert_allclose([float(r["evolved_mine"]) for r in csv.DictReader(open(tmp_path / "b.csv"))],
+                               expected[3], rtol=1e-12)
+    assert json.loads((tmp_path / "b.summary.json").read_text())["spectrum_images"] == 3
+
+    for bad in ("0", str(BATCH + 1)):
+        for command in (["score", proxy, "--archs", archs], ["baselines", "--archs", archs, "--batch-size", BATCH]):
+            code, _, err = gm(capsys, *command, "--spectrum-images", bad)
+            assert code == 2 and "--spectrum-images must be between 1 and the probe batch size" in err \
+                and len(err.strip().splitlines()) == 1, (command, bad, err)
+    code, _, err = gm(capsys, "quality", "--spectrum-images", 0, "--out", tmp_path / "q", "--table", tmp_path / "q.md")
+    assert code == 2 and "--spectrum-images must be at least 1" in err and len(err.strip().splitlines()) == 1, err
+    data = json.loads(proxy.read_text())
+    for bad in (0, BATCH + 1, "3", True):
+        data["probe"]["spectrum_images"] = bad
+        proxy.write_text(json.dumps(data))
+        code, _, err = gm(capsys, "score", proxy, "--archs", archs)
+        assert code == 2 and "probe.spectrum_images must be an integer" in err and len(err.strip().splitlines()) == 1

@@ -163,3 +163,40 @@ def test_synflow_in_place_matches_the_copy_and_restores_the_network(space, arch)
     assert all(p.grad is None for p in net.parameters())
     net.eval()
     assert torch.equal(net(x).detach(), out_before)
+
+
+@pytest.mark.parametrize("groups", [("spectrum",), ("ce", "spectrum")])
+def test_spectrum_images_average_the_spectra_each_image_would_give_first(data_dir, groups):
+    """With spectrum_images K, corr_eig is the mean of the K spectra that a one-image probe gives with each of the
+    first K images put first: train-mode BatchNorm statistics do not depend on the images' order, so moving an
+    image to the front changes nothing but which map is read. Alone and fused with the ce pass alike."""
+    from dataclasses import replace
+
+    base = ProbeSettings("tss", "cifar10", batch_size=16)
+    x, y = probe_batch(str(data_dir), "cifar10", 16, 0)
+    firsts = []
+    for k in range(3):
+        order = [k] + [i for i in range(16) if i != k]
+        firsts.append(probe_network(11, ARCH, base, x[order], y[order], groups).tensors["corr_eig"])
+    averaged = probe_network(11, ARCH, replace(base, spectrum_images=3), x, y, groups).tensors["corr_eig"]
+    assert not torch.allclose(firsts[0][0], firsts[1][0])  # the images' spectra differ, or this shows nothing
+    assert len(averaged) == len(firsts[0])
+    for r, eig in enumerate(averaged):
+        torch.testing.assert_close(eig, sum(f[r] for f in firsts) / 3, rtol=1e-9, atol=1e-9)
+
+
+def test_batched_spectra_are_the_per_image_spectra():
+    from greenmachine.probing.probe import batched_correlation_eigenvalues, channel_correlation_eigenvalues
+
+    maps = torch.randn(5, 12, 6, 6)
+    maps[2, 4] = 3.0  # a constant channel: NaN correlations, set to 0 in both
+    torch.testing.assert_close(batched_correlation_eigenvalues(maps),
+                               torch.stack([channel_correlation_eigenvalues(m) for m in maps]), rtol=0, atol=1e-12)
+
+
+def test_spectrum_images_is_part_of_the_cache_key_only_when_it_is_not_one():
+    base = ProbeSettings("tss", "cifar10")
+    assert "spectrum_images" not in base.key()  # every earlier cache entry keeps its key
+    from dataclasses import replace
+
+    assert replace(base, spectrum_images=4).key()["spectrum_images"] == 4

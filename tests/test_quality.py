@@ -240,3 +240,14 @@ def test_quality_transfer_tables_and_inits_tiny(tmp_path, env, capsys, data_dir,
     assert table.read_text() == md and {p: p.stat().st_mtime_ns for p in runs.rglob("*.csv")} == mtimes
     code, _, err = gm(capsys, *args, "--inits", 0)
     assert code == 2 and "--inits" in err and err.count("\n") == 1
+    # --spectrum-images K into the same folders: every evolved held-out and transfer step is scored again with the
+    # spectra of K images (each summary records K, the table says so); the baselines do not read it and stay
+    baselines_csv = setting_dir(runs, "tss", "cifar10") / "baselines.csv"
+    kept = baselines_csv.stat().st_mtime_ns
+    code, _, err = gm(capsys, *args, "--inits", 2, "--spectrum-images", 2)
+    assert code == 0, err
+    assert baselines_csv.stat().st_mtime_ns == kept
+    for summary in (run / "heldout_scores.summary.json",
+                    setting_dir(runs, "tss", "cifar100") / "transfer" / "from-cifar10-seed-1.summary.json"):
+        assert json.loads(summary.read_text())["spectrum_images"] == 2, summary
+    assert "mean over the first 2 images of the minibatch" in table.read_text()
