@@ -137,13 +137,11 @@ def test_included_proxies_share_one_probe_of_each_network(tss_truth, data_dir, c
         return probe_job(*args)
 
     monkeypatch.setattr(cache_module, "_probe_job", counting)
-    both = compare(tss_truth, "cifar10", INDICES, settings, data_dir, [], evolved, cache=ProbeCache(None), inits=2)
-    assert sorted((i, g) for i, _, g in jobs) == sorted(
-        (i, ("ce", "synflow", "spectrum")) for i in INDICES for _ in range(2))  # once per network and init
-    first = compare(tss_truth, "cifar10", INDICES, settings, data_dir, [], evolved, cache=ProbeCache(None))
+    shared = compare(tss_truth, "cifar10", INDICES, settings, data_dir, [], evolved, cache=ProbeCache(None))
+    assert sorted((i, g) for i, _, g in jobs) == [(i, ("ce", "synflow", "spectrum")) for i in sorted(INDICES)]
     for name, scores in alone.items():
-        np.testing.assert_allclose(first.scores[name], scores, rtol=1e-12, err_msg=name)
-    assert all(s.seconds_per_network > 0 for s in both.stats)
+        np.testing.assert_allclose(shared.scores[name], scores, rtol=1e-12, err_msg=name)
+    assert all(s.seconds_per_network > 0 for s in shared.stats)
 
 
 def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, capsys, env, data_dir, tss_truth, cache):
