@@ -802,8 +802,8 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, sampling, batch_size, structural, jacobian, ntk, inits, spectrum_images, transfer, out_dir, table_path, device,
-            data_dir, cache_dir, no_cache, quiet):
+            sample_size, sampling, batch_size, structural, jacobian, ntk, inits, spectrum_images, transfer, out_dir,
+            table_path, device, data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
     from greenmachine.files import check_writable_dir

@@ -42,7 +42,7 @@ from greenmachine.config import EvolveConfig, load_config
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import atomic_open, write_text_atomic
 from greenmachine.probing.cache import ProbeCache
-from greenmachine.probing.probe import check_inits
+from greenmachine.probing.probe import check_inits, check_spectrum_images
 from greenmachine.ui import Reporter
 
 if TYPE_CHECKING:
@@ -95,11 +95,9 @@ class QualityPlan:
         check_seed(self.heldout_seed, "the held-out seed")
         check_seed(self.heldout_probe_seed, "the held-out probe seed")
         check_inits(self.heldout_inits)
-        if self.heldout_spectrum_images < 1:
-            raise GreenmachineError(f"--spectrum-images must be at least 1, got {self.heldout_spectrum_images}")
         check_proxy_names(list(self.baselines))
-        for space, dataset in self.settings:
-            self.evolve_config(space, dataset, 0)  # every setting's config validates before any work
+        for space, dataset in self.settings:  # every setting's config validates before any work
+            check_spectrum_images(self.heldout_spectrum_images, self.evolve_config(space, dataset, 0).batch_size)
         return self
 
     def evolve_config(self, space: str, dataset: str, seed: int) -> EvolveConfig:

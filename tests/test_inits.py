@@ -175,8 +175,11 @@ def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, caps
             code, _, err = gm(capsys, *command, "--spectrum-images", bad)
             assert code == 2 and "--spectrum-images must be between 1 and the probe batch size" in err \
                 and len(err.strip().splitlines()) == 1, (command, bad, err)
-    code, _, err = gm(capsys, "quality", "--spectrum-images", 0, "--out", tmp_path / "q", "--table", tmp_path / "q.md")
-    assert code == 2 and "--spectrum-images must be at least 1" in err and len(err.strip().splitlines()) == 1, err
+    for bad in (0, 65):  # against the evolution config's batch size (64), before any work
+        code, _, err = gm(capsys, "quality", "--spectrum-images", bad, "--out", tmp_path / "q", "--table",
+                          tmp_path / "q.md")
+        assert code == 2 and "--spectrum-images must be between 1 and the probe batch size 64" in err \
+            and len(err.strip().splitlines()) == 1 and not (tmp_path / "q").exists(), err
     data = json.loads(proxy.read_text())
     for bad in (0, BATCH + 1, "3", True):
         data["probe"]["spectrum_images"] = bad
