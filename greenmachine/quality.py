@@ -171,9 +171,8 @@ def _done(csv_path: Path, summary: Path, indices: list[int], expression: str | N
           spectrum_images: int = 1) -> bool:
     """A step is complete when its summary exists, its CSV holds exactly the held-out architectures, it averaged
     over ``inits`` initialisations and ``spectrum_images`` images' spectra (a summary without the field: one) and
-    (for an evolved proxy) it scored the tree
-    the run folder's proxy.json holds now: an evolution resumed with more generations may have found another tree,
-    whose held-out score must then be measured again."""
+    (for an evolved proxy) it scored the tree the run folder's proxy.json holds now: an evolution resumed with more
+    generations may have found another tree, whose held-out score must then be measured again."""
     if not summary.is_file() or _csv_indices(csv_path) != indices:
         return False
     try:
