@@ -185,4 +185,6 @@ def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, caps
         data["probe"]["spectrum_images"] = bad
         proxy.write_text(json.dumps(data))
         code, _, err = gm(capsys, "score", proxy, "--archs", archs)
-        assert code == 2 and "probe.spectrum_images must be an integer" in err and len(err.strip().splitlines()) == 1
+        expected = ("must be an integer, got" if not isinstance(bad, int) or isinstance(bad, bool)
+                    else f"must be between 1 and the probe batch size {BATCH}, got {bad}")
+        assert code == 2 and f"probe.spectrum_images {expected}" in err and len(err.strip().splitlines()) == 1, err

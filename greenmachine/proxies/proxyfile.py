@@ -23,6 +23,7 @@ from greenmachine.config import MAX_TREE_HEIGHT, check_seed
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import load_json, write_text_atomic
 from greenmachine.probing.datasets import check_dataset
+from greenmachine.probing.probe import check_spectrum_images
 from greenmachine.proxies.primitives import OPS, check_tokens, parse_expression, tree_expression
 from greenmachine.spaces import space_names
 
@@ -177,9 +178,9 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
         raise GreenmachineError(f"{origin}: probe.batch_size must be at least 2, got {probe['batch_size']}")
     if "spectrum_images" in probe:
         k = probe["spectrum_images"]
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= probe.get("batch_size", 64):
-            raise GreenmachineError(f"{origin}: probe.spectrum_images must be an integer between 1 and the batch "
-                                    f"size, got {k!r}")
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise GreenmachineError(f"{origin}: probe.spectrum_images must be an integer, got {k!r}")
+        check_spectrum_images(k, probe.get("batch_size", 64), f"{origin}: probe.spectrum_images")
     fitness = (data.get("fitness") or {}).get("kendall_tau") if isinstance(data.get("fitness"), dict) else None
     return Proxy(
         tokens=list(tokens),
