@@ -69,6 +69,23 @@ def test_a_tree_score_is_the_mean_of_the_single_initialisation_scores(tss_truth,
     np.testing.assert_allclose(fresh.scores, averaged.scores[:2], rtol=1e-12)
 
 
+def test_inits_and_spectrum_images_combine(tss_truth, data_dir, cache):
+    """--inits N with --spectrum-images K: every initialisation reads K images' spectra, and the score is the mean of
+    the N single runs at K images (how README's "both levers" table was measured, one probe seed per run)."""
+    tokens = classic_tokens("meco_relu")
+    base = probe_settings("tss", "cifar10", BATCH, 2, "cpu", data_dir=data_dir, spectrum_images=3)
+    assert [p.spectrum_images for p in init_protocols(base, 2, str(data_dir))] == [3, 3]
+    single = [score_tokens(tokens, tss_truth, "cifar10", INDICES,
+                           probe_settings("tss", "cifar10", BATCH, seed, "cpu", data_dir=data_dir, spectrum_images=3),
+                           data_dir, cache=cache).scores for seed in (2, 3)]
+    averaged = score_tokens(tokens, tss_truth, "cifar10", INDICES, base, data_dir, cache=cache, inits=2)
+    np.testing.assert_allclose(averaged.scores, np.mean(single, axis=0), rtol=1e-12)
+    # the equality shows that K reached the second initialisation too, as long as K changes that run's scores
+    second_one_image = score_tokens(tokens, tss_truth, "cifar10", INDICES, probe_settings(
+        "tss", "cifar10", BATCH, 3, "cpu", data_dir=data_dir), data_dir, cache=cache).scores
+    assert not np.allclose(second_one_image, single[1])
+
+
 def test_baselines_and_evolved_columns_are_means_over_initialisations(tss_truth, data_dir, cache, tmp_path):
     evolved = {"evolved_x": Proxy(classic_tokens("meco_relu"), space="tss", dataset="cifar10")}
     names = ["synflow", "naswot", "params"]
