@@ -235,12 +235,19 @@ def cli() -> None:
 @click.option("--ntk/--no-ntk", default=None,
               help="Let the GP use the empirical NTK (ntk: per-image weight-gradient inner products, TE-NAS) and the "
                    "network-kernel operators, probing one more pass per network (16 backwards); default: off.")
+@click.option("--inits", type=INITS, default=None, metavar="N",
+              help="Probe the sample under N initialisations and minibatches (probe seeds S..S+N-1); a tree's "
+                   "fitness ranks its mean score over them (N times the probing and the terminals' memory; "
+                   "default from the config: 1).")
+@click.option("--spectrum-images", type=int, default=None, metavar="K",
+              help=SPECTRUM_IMAGES_HELP + " Default from the config: 1.")
 @_executor_options_no_workers
 @_energy_options
 @_common
 def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
-           out_dir, device, resume, seed_baselines, structural, jacobian, ntk, data_dir, cache_dir, no_cache, quiet,
-           carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None, ray_address=None):
+           out_dir, device, resume, seed_baselines, structural, jacobian, ntk, inits, spectrum_images, data_dir, cache_dir,
+           no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None,
+           ray_address=None):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
     from greenmachine.config import load_config
     from greenmachine.search.proxy_gp import run_evolution
@@ -254,7 +261,7 @@ def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
         seed_classics=seed_baselines, structural=structural, jacobian=jacobian, ntk=ntk, executor=executor, ray_address=ray_address,
-        datasets=datasets, combine=combine,
+        datasets=datasets, combine=combine, inits=inits, spectrum_images=spectrum_images,
     ).validate()
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     data = resolve_data_dir(data_dir)
@@ -312,7 +319,8 @@ def _datasets_option(value: str | None, dataset: str | None, config) -> tuple[st
 @click.option("--archs", default=None, help="Comma-separated indices or arch strings instead of a sample.")
 @click.option("--exclude-evolution-sample", is_flag=True, help="Draw the sample outside the proxy's evolution sample.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="CSV of per-architecture scores.")
-@click.option("--inits", type=INITS, default=1, show_default=True, metavar="N", help=INITS_HELP)
+@click.option("--inits", type=INITS, default=None, metavar="N",
+              help=INITS_HELP + " Default: the proxy's own (1 unless it was evolved with more).")
 @click.option("--spectrum-images", type=int, default=None, metavar="K",
               help=SPECTRUM_IMAGES_HELP + " Default: the proxy's own (1 unless it was evolved with more).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -352,7 +360,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
                                   else spectrum_images)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
                               cache=_cache(cache_dir, no_cache, data), executor=pool,
-                              reporter=reporter, meter=meter, inits=inits)
+                              reporter=reporter, meter=meter,
+                              inits=proxy.probe.get("inits", 1) if inits is None else inits)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
                          "score", len(result.indices))

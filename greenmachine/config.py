@@ -73,6 +73,12 @@ class EvolveConfig:
     # images of the minibatch whose channel-correlation spectra corr_eig averages (probing.probe.ProbeSettings);
     # 1 = MeCo's first image, the protocol of every earlier run
     spectrum_images: int = 1
+    # initialisations (and minibatches) each network is probed under; a tree's fitness is the Kendall tau of its
+    # per-network scores averaged over them, as `score --inits N` averages. Why: a proxy read under one
+    # initialisation ranks its own scores under another at Kendall tau 0.87-0.94 (README, "Averaging over
+    # initialisations"), so a one-initialisation fitness also rewards trees that happen to fit that draw's noise.
+    # 1 = the protocol of every earlier run (N times the probing, N times the terminals in memory)
+    inits: int = 1
     seed: int = 0
     device: str = "cpu"
     workers: int = 1
@@ -116,9 +122,10 @@ class EvolveConfig:
                 raise GreenmachineError(f"{name} must be at least 2 (Kendall tau ranks two or more architectures), "
                                         f"got {getattr(self, name)}")
         check_seed(self.seed)
-        from greenmachine.probing.probe import check_spectrum_images  # probe imports this module
+        from greenmachine.probing.probe import check_inits, check_spectrum_images  # probe imports this module
 
         check_spectrum_images(self.spectrum_images, self.batch_size, "spectrum_images")
+        check_inits(self.inits, "inits")
         if self.max_height > MAX_TREE_HEIGHT:
             raise GreenmachineError(f"max_height must be at most {MAX_TREE_HEIGHT} (the documented tree-height limit), "
                                     f"got {self.max_height}")
@@ -170,7 +177,7 @@ class EvolveConfig:
 
         Why the multi-dataset keys are left out in single-dataset mode: a single-dataset run must write the very
         proxy.json and checkpoint fingerprint it wrote before they existed, so that its checkpoints still resume;
-        ``spectrum_images`` = 1 is left out for the same reason."""
+        ``spectrum_images`` = 1 and ``inits`` = 1 are left out for the same reason."""
         data = asdict(self)
         if self.datasets:
             data["datasets"] = list(self.datasets)  # JSON has no tuples: a checkpoint's fingerprint compares equal
@@ -178,6 +185,8 @@ class EvolveConfig:
             del data["datasets"], data["combine"]
         if self.spectrum_images == 1:
             del data["spectrum_images"]
+        if self.inits == 1:
+            del data["inits"]
         return data
 
     def override(self, **kwargs: Any) -> "EvolveConfig":

@@ -143,3 +143,37 @@ def test_spectrum_images_reach_the_probe_and_the_proxy_file(tmp_path, data_dir, 
     for bad in (0, TINY.batch_size + 1):
         with pytest.raises(GreenmachineError, match="spectrum_images must be between 1 and the probe batch size"):
             TINY.override(spectrum_images=bad).validate()
+
+
+def test_inits_average_the_fitness_and_reach_the_proxy_file(tmp_path, data_dir, tss_truth, cache):
+    """``inits = N`` probes the evolution sample under N initialisations: a tree's fitness is the Kendall tau of its
+    mean score over them, the figure `score --inits N` gives it on the sample; proxy.json and the fingerprint
+    record N (N = 1 writes neither, as runs did before the option existed), and a resume with another N is
+    refused."""
+    from greenmachine.proxies.fitness import kendall_fitness
+    from greenmachine.proxies.scoring import score_tokens
+    from greenmachine.workspace import probe_settings
+
+    one = run(tmp_path, "one", data_dir, tss_truth, cache, TINY.override(generations=1))
+    two = run(tmp_path, "two", data_dir, tss_truth, cache, TINY.override(generations=1, inits=2))
+    assert one.sample_indices == two.sample_indices
+    proxy = json.loads((tmp_path / "two" / "proxy.json").read_text())
+    check = json.loads((tmp_path / "two" / "checkpoint.json").read_text())
+    assert proxy["probe"]["inits"] == 2 == check["fingerprint"]["config"]["inits"]
+    assert "inits" not in json.loads((tmp_path / "one" / "proxy.json").read_text())["probe"]
+    assert "inits" not in json.loads((tmp_path / "one" / "checkpoint.json").read_text())["fingerprint"]["config"]
+    settings = probe_settings("tss", "cifar10", TINY.batch_size, TINY.seed, "cpu")
+    for tokens, fitness in two.hall_of_fame[:3]:
+        averaged = score_tokens(tokens, tss_truth, "cifar10", two.sample_indices, settings, data_dir, cache=cache,
+                                inits=2)
+        assert fitness == pytest.approx(kendall_fitness(averaged.scores, averaged.accuracy), abs=1e-9)
+    # the averaged fitness is not the one-initialisation fitness: some tree of the hall of fame ranks otherwise
+    accuracy = tss_truth.acc("cifar10", two.sample_indices)
+    singles = [kendall_fitness(score_tokens(t, tss_truth, "cifar10", two.sample_indices, settings, data_dir,
+                                            cache=cache).scores, accuracy) for t, _ in two.hall_of_fame]
+    assert any(abs(s - f) > 1e-6 for s, (_, f) in zip(singles, two.hall_of_fame))
+    with pytest.raises(GreenmachineError, match="inits 2 there, 3 here"):
+        run(tmp_path, "two", data_dir, tss_truth, cache, TINY.override(generations=2, inits=3), resume=True)
+    for bad in (0, 33):
+        with pytest.raises(GreenmachineError, match=f"inits must be between 1 and 32, got {bad}"):
+            TINY.override(inits=bad).validate()

@@ -205,3 +205,34 @@ def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, caps
         expected = ("must be an integer, got" if not isinstance(bad, int) or isinstance(bad, bool)
                     else f"must be between 1 and the probe batch size {BATCH}, got {bad}")
         assert code == 2 and f"probe.spectrum_images {expected}" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_score_defaults_to_the_proxy_files_inits(tmp_path, capsys, env, data_dir, tss_truth, cache):
+    """A proxy evolved with ``inits = N`` records N (probe.inits); `score` averages over N initialisations unless
+    given --inits, and records what it used; a bad recorded N is a one-line error."""
+    proxy = tmp_path / "mine.json"
+    save_proxy(Proxy(classic_tokens("meco_relu"), space="tss", dataset="cifar10",
+                     probe={"batch_size": BATCH, "batch_seed": 2, "init_seed": 2, "inits": 2}), proxy)
+    archs = ",".join(map(str, INDICES))
+    settings = probe_settings("tss", "cifar10", BATCH, 2, "cpu", data_dir=data_dir)
+    expected = {n: score_tokens(classic_tokens("meco_relu"), tss_truth, "cifar10", INDICES, settings, data_dir,
+                                cache=cache, inits=n).scores for n in (1, 2)}
+    assert not np.allclose(expected[1], expected[2])
+    for args, n in (([], 2), (["--inits", 1], 1)):
+        code, _, err = gm(capsys, "score", proxy, "--archs", archs, *args, "--out", tmp_path / f"s{n}.csv", "--quiet")
+        assert code == 0, err
+        np.testing.assert_allclose([float(r["score"]) for r in csv.DictReader(open(tmp_path / f"s{n}.csv"))],
+                                   expected[n], rtol=1e-12)
+        assert json.loads((tmp_path / f"s{n}.summary.json").read_text())["inits"] == n
+    data = json.loads(proxy.read_text())
+    for bad in (0, MAX_INITS + 1, "2", True):
+        data["probe"]["inits"] = bad
+        proxy.write_text(json.dumps(data))
+        code, _, err = gm(capsys, "score", proxy, "--archs", archs)
+        expected_err = ("must be an integer, got" if not isinstance(bad, int) or isinstance(bad, bool)
+                        else f"must be between 1 and {MAX_INITS}, got {bad}")
+        assert code == 2 and f"probe.inits {expected_err}" in err and len(err.strip().splitlines()) == 1, err
+    for bad in ("0", "x"):
+        code, _, err = gm(capsys, "evolve", "--inits", bad, "--out", tmp_path / "e")
+        assert code == 2 and "--inits" in err and len(err.strip().splitlines()) == 1 \
+            and not (tmp_path / "e").exists(), err

@@ -72,6 +72,26 @@ def test_combined_fitness_is_the_rule_over_per_dataset_taus(tmp_path, data_dir, 
     assert header[: len(HISTORY_FIELDS)] == HISTORY_FIELDS and "best_tau_cifar100" in header
 
 
+def test_each_dataset_averages_its_own_initialisations(tmp_path, data_dir, tss_truth, cache):
+    """``inits = 2`` with several datasets: each dataset's tau is that of the tree's scores averaged over the two
+    initialisations of its own images, recomputed here probe by probe."""
+    import numpy as np
+
+    from greenmachine.probing.probe import init_protocols
+
+    result = run_evolution(TINY.override(generations=0, inits=2), tss_truth, data_dir, tmp_path / "i2", cache=cache)
+    data = json.loads((tmp_path / "i2" / "proxy.json").read_text())
+    assert data["probe"]["inits"] == 2
+    indices = result.sample_indices
+    for dataset in DATASETS:
+        per_init = []
+        for protocol in init_protocols(probe_settings("tss", dataset, 8, 3, "cpu"), 2):
+            probes = probe_sample([(i, tss_truth.arch(i)) for i in indices], protocol, data_dir, cache=cache)
+            per_init.append(evaluate(result.best_tokens, ProbeBatch(probes)).numpy())
+        tau = kendall_fitness(np.mean(per_init, axis=0), tss_truth.acc(dataset, indices))
+        assert data["dataset_taus"][dataset] == pytest.approx(tau, abs=1e-9), dataset
+
+
 def test_resume_gives_the_uninterrupted_run(tmp_path, data_dir, tss_truth, cache):
     straight = run_evolution(TINY, tss_truth, data_dir, tmp_path / "straight", cache=cache)
     run_evolution(TINY.override(generations=1), tss_truth, data_dir, tmp_path / "stopped", cache=cache)

@@ -107,10 +107,12 @@ class ProbeSettings:
 MAX_INITS = 32
 
 
-def check_inits(inits: int) -> int:
+def check_inits(inits: int, what: str = "--inits") -> int:
     """An initialisation count within 1..MAX_INITS, or a one-line error stating the range."""
+    if isinstance(inits, bool) or not isinstance(inits, int):
+        raise GreenmachineError(f"{what} must be an integer, got {inits!r}")
     if not 1 <= inits <= MAX_INITS:
-        raise GreenmachineError(f"--inits must be between 1 and {MAX_INITS}, got {inits}")
+        raise GreenmachineError(f"{what} must be between 1 and {MAX_INITS}, got {inits}")
     return inits
 
 

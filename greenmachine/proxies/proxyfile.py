@@ -23,7 +23,7 @@ from greenmachine.config import MAX_TREE_HEIGHT, check_seed
 from greenmachine.errors import GreenmachineError
 from greenmachine.files import load_json, write_text_atomic
 from greenmachine.probing.datasets import check_dataset
-from greenmachine.probing.probe import check_spectrum_images
+from greenmachine.probing.probe import check_inits, check_spectrum_images
 from greenmachine.proxies.primitives import OPS, check_tokens, parse_expression, tree_expression
 from greenmachine.spaces import space_names
 
@@ -82,7 +82,7 @@ class Proxy:
     sampling: str | None = None
     sample_indices: list[int] = field(default_factory=list)
     seed: int | None = None
-    probe: dict[str, Any] = field(default_factory=dict)  # batch_size, batch_seed, init_seed[, spectrum_images]
+    probe: dict[str, Any] = field(default_factory=dict)  # batch_size, batch_seed, init_seed[, spectrum_images, inits]
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -181,6 +181,8 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
         if not isinstance(k, int) or isinstance(k, bool):
             raise GreenmachineError(f"{origin}: probe.spectrum_images must be an integer, got {k!r}")
         check_spectrum_images(k, probe.get("batch_size", 64), f"{origin}: probe.spectrum_images")
+    if "inits" in probe:
+        check_inits(probe["inits"], f"{origin}: probe.inits")
     fitness = (data.get("fitness") or {}).get("kendall_tau") if isinstance(data.get("fitness"), dict) else None
     return Proxy(
         tokens=list(tokens),

@@ -19,6 +19,13 @@ the ``combine`` (``mean`` by default, or ``min``) of the per-dataset taus on tho
 ``history.csv`` gets, for the best tree, its tau on every dataset and both combinations (``best_mean_tau``,
 ``best_min_tau``), whichever one drives selection; ``proxy.json`` records ``datasets``, ``combine`` and
 ``dataset_taus``. Without ``datasets`` nothing changes: a single-dataset run is the run it always was.
+
+**Several initialisations** (config ``inits``, ``--inits N``): every network of the sample is probed under N
+initialisations and minibatches (probe seeds S..S+N-1, :func:`~greenmachine.probing.probe.init_protocols`), each
+set sharded on its own, and a tree's fitness is the Kendall tau of its per-network scores averaged over them
+(:class:`~greenmachine.search.shards.InitsFitness`): the tau that ``score --inits N`` gives it on the sample.
+``proxy.json`` records ``probe.inits``, which ``score`` then uses by default. With several datasets, each dataset
+averages its own initialisations.
 """
 
 from __future__ import annotations
@@ -39,14 +46,14 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import write_text_atomic
 from greenmachine.probing.cache import ProbeCache, probe_sample
-from greenmachine.probing.probe import DEFAULT_GROUPS, OPT_IN_GROUPS
+from greenmachine.probing.probe import DEFAULT_GROUPS, OPT_IN_GROUPS, init_protocols
 from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.proxies.fitness import WORST_FITNESS, combine_taus
 from greenmachine.proxies.primitives import primitive_set, tree_expression, tree_from_tokens, tree_tokens
 from greenmachine.proxies.proxyfile import Proxy, save_proxy
 from greenmachine.search.engine import CheckpointError, RunFolder, finished_run, run_problem
 from greenmachine.search.multi_dataset import MultiDatasetFitness
-from greenmachine.search.shards import ShardedFitness
+from greenmachine.search.shards import InitsFitness, ShardedFitness
 from greenmachine.spaces.sampling import sample_indices
 from greenmachine.spaces.truth import GroundTruth
 from greenmachine.ui import Reporter
@@ -261,22 +268,34 @@ class ProxyEvolution:
         if self.multi:
             log.info("datasets %s, fitness = %s of their Kendall taus; the sample is %s by %s accuracy",
                      ", ".join(self.datasets), config.combine, config.sampling, self.datasets[0])
+        if config.inits > 1:
+            log.info("every network is probed under %d initialisations (probe seeds %d..%d); a tree's fitness ranks "
+                     "its mean score over them", config.inits, config.seed, config.seed + config.inits - 1)
         if self.executor is None:
             self.executor = make_executor(config.workers, config.executor, config.ray_address or None, config.device)
         kwargs = {"meter": self.meter} if self.meter is not None else {}
         t0 = time.perf_counter()
-        parts: dict[str, ShardedFitness] = {}
+        parts: dict[str, ShardedFitness | InitsFitness] = {}
         for dataset in self.datasets:  # each dataset on its own images; the same networks, the same cache
-            label = "probing networks" + (f" ({dataset})" if self.multi else "")
-            probes = probe_sample(
-                [(i, self.truth.arch(i)) for i in self.indices], self.dataset_settings[dataset], self.data_dir,
-                groups=probe_groups(config), cache=self.cache, executor=self.executor,
-                progress=lambda it, total, label=label: reporter.track(it, total, label), **kwargs,
-            )
-            # the sample is sharded over the executor's workers, which keep their shard for the whole run (shards.py)
-            parts[dataset] = ShardedFitness(probes, self.truth.acc(dataset, self.indices), self.executor,
-                                            EVAL_CHUNK, config.device, None if self.multi else self.memo)
-            del probes
+            accuracy = self.truth.acc(dataset, self.indices)
+            protocols = init_protocols(self.dataset_settings[dataset], config.inits)
+            per_init = []
+            for r, protocol in enumerate(protocols):  # each initialisation probes the whole sample again
+                label = "probing networks" + (f" ({dataset})" if self.multi else "") \
+                    + (f" (initialisation {r + 1}/{len(protocols)})" if len(protocols) > 1 else "")
+                probes = probe_sample(
+                    [(i, self.truth.arch(i)) for i in self.indices], protocol, self.data_dir,
+                    groups=probe_groups(config), cache=self.cache, executor=self.executor,
+                    progress=lambda it, total, label=label: reporter.track(it, total, label), **kwargs,
+                )
+                # the sample is sharded over the executor's workers, which keep their shard for the whole run
+                # (shards.py); the memo is the driver's, kept by the outermost fitness only
+                own_memo = not self.multi and len(protocols) == 1
+                per_init.append(ShardedFitness(probes, accuracy, self.executor, EVAL_CHUNK, config.device,
+                                               self.memo if own_memo else None))
+                del probes
+            parts[dataset] = per_init[0] if len(per_init) == 1 else \
+                InitsFitness(per_init, accuracy, None if self.multi else self.memo)
         self.probe_seconds = time.perf_counter() - t0
         self.fitness = (MultiDatasetFitness(parts, config.combine, self.memo) if self.multi
                         else parts[self.datasets[0]])
@@ -429,7 +448,8 @@ class ProxyEvolution:
             probe={"batch_size": self.settings.batch_size, "batch_seed": self.settings.batch_seed,
                    "init_seed": self.settings.init_seed,
                    **({"spectrum_images": self.settings.spectrum_images} if self.settings.spectrum_images > 1
-                      else {})},
+                      else {}),
+                   **({"inits": self.config.inits} if self.config.inits > 1 else {})},
             config=self.config.to_dict(),
             extra={"generation": generation, "ground_truth": _data_relative(self.truth.source, self.data_dir),
                    "hp": self.truth.hp, "parsimony_tolerance": self.tolerance, **self._proxy_datasets(best_tokens)},

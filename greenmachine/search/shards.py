@@ -329,4 +329,50 @@ class ShardedFitness(MemoisedFitness):
         self._shards.close()
 
 
-__all__ = ["MemoisedFitness", "ShardWorker", "ShardedFitness", "shard_bounds", "shard_chunks", "WORST_FITNESS"]
+class InitsFitness(MemoisedFitness):
+    """Kendall tau of a tree's per-network scores averaged over several initialisations of the same sample.
+
+    One :class:`ShardedFitness` per initialisation (its own probes, shards and workers), asked for the per-network
+    scores of the trees not yet scored; the driver averages them network by network (a NaN or an infinity under one
+    initialisation carries into the mean, as in ``score --inits``) and ranks the mean. So the fitness is the Kendall
+    tau that ``score --inits N`` gives the tree on the evolution sample, and it stays a pure function of the tree.
+    The interface is ShardedFitness's (``scores``, ``fitness_of``, ``nbytes``, ``shards``, ``peak_rss``,
+    ``close``), so :class:`~greenmachine.search.multi_dataset.MultiDatasetFitness` takes it as one dataset's part."""
+
+    def __init__(self, parts: Sequence[ShardedFitness], accuracy: np.ndarray, memo: dict[str, float] | None = None):
+        if len(parts) < 2:
+            raise ValueError("an averaged fitness needs two or more initialisations")
+        if len({p.n for p in parts}) != 1:
+            raise ValueError("every initialisation must probe the same networks")
+        self.parts = list(parts)
+        self.accuracy = np.asarray(accuracy, dtype=np.float64)
+        self.n = parts[0].n
+        self.memo = memo if memo is not None else {}
+        self.evaluations = 0
+
+    @property
+    def shards(self) -> int:
+        return sum(p.shards for p in self.parts)
+
+    def scores(self, keys: Sequence[str]) -> np.ndarray:
+        """``len(keys) x n`` per-network scores, each the mean over the initialisations."""
+        if not keys:
+            return np.zeros((0, self.n))
+        return np.mean([p.scores(keys) for p in self.parts], axis=0)
+
+    def fitness_of(self, keys: Sequence[str]) -> list[float]:
+        return [kendall_fitness(row, self.accuracy) for row in self.scores(keys)]
+
+    def nbytes(self) -> list[int]:
+        return [n for p in self.parts for n in p.nbytes()]
+
+    def peak_rss(self) -> list[int]:
+        return [n for p in self.parts for n in p.peak_rss()]
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
+__all__ = ["InitsFitness", "MemoisedFitness", "ShardWorker", "ShardedFitness", "shard_bounds", "shard_chunks",
+           "WORST_FITNESS"]
