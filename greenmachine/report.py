@@ -28,7 +28,8 @@ def evolution_summary(config: EvolveConfig, result, energy: dict | None = None) 
         ("best Kendall tau (evolution sample)", f"{result.best_fitness:.4f}"),
         # never wrapped inside a name: cut with an ellipsis where too wide (the CLI prints it whole on its own line)
         ("best proxy", Text(result.best_expression, no_wrap=True, overflow="ellipsis")),
-        ("sample", f"{len(result.sample_indices)} architectures, {config.sampling}, seed {config.seed}"),
+        ("sample", f"{len(result.sample_indices)} architectures, {config.sampling}, seed {config.seed}"
+                   + (f", each probed under {config.inits} initialisations" if config.inits > 1 else "")),
         ("generations", f"{last.get('generation', 0)} (population {config.population})"),
         ("tree evaluations", str(sum(h["evaluations"] for h in result.history))),
         ("probe time", f"{result.probe_seconds:.1f} s"),

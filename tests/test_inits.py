@@ -197,14 +197,19 @@ def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, caps
                           tmp_path / "q.md")
         assert code == 2 and "--spectrum-images must be between 1 and the probe batch size 64" in err \
             and len(err.strip().splitlines()) == 1 and not (tmp_path / "q").exists(), err
+    _refuses_bad_probe_values(capsys, proxy, archs, "spectrum_images", f"the probe batch size {BATCH}", BATCH + 1)
+
+
+def _refuses_bad_probe_values(capsys, proxy, archs, key, upper_name, too_large):
+    """`score` of a proxy file whose ``probe[key]`` is out of range or not an integer: one line, exit 2."""
     data = json.loads(proxy.read_text())
-    for bad in (0, BATCH + 1, "3", True):
-        data["probe"]["spectrum_images"] = bad
+    for bad in (0, too_large, "3", True):
+        data["probe"][key] = bad
         proxy.write_text(json.dumps(data))
         code, _, err = gm(capsys, "score", proxy, "--archs", archs)
         expected = ("must be an integer, got" if not isinstance(bad, int) or isinstance(bad, bool)
-                    else f"must be between 1 and the probe batch size {BATCH}, got {bad}")
-        assert code == 2 and f"probe.spectrum_images {expected}" in err and len(err.strip().splitlines()) == 1, err
+                    else f"must be between 1 and {upper_name}, got {bad}")
+        assert code == 2 and f"probe.{key} {expected}" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_score_defaults_to_the_proxy_files_inits(tmp_path, capsys, env, data_dir, tss_truth, cache):
@@ -224,15 +229,23 @@ def test_score_defaults_to_the_proxy_files_inits(tmp_path, capsys, env, data_dir
         np.testing.assert_allclose([float(r["score"]) for r in csv.DictReader(open(tmp_path / f"s{n}.csv"))],
                                    expected[n], rtol=1e-12)
         assert json.loads((tmp_path / f"s{n}.summary.json").read_text())["inits"] == n
-    data = json.loads(proxy.read_text())
-    for bad in (0, MAX_INITS + 1, "2", True):
-        data["probe"]["inits"] = bad
-        proxy.write_text(json.dumps(data))
-        code, _, err = gm(capsys, "score", proxy, "--archs", archs)
-        expected_err = ("must be an integer, got" if not isinstance(bad, int) or isinstance(bad, bool)
-                        else f"must be between 1 and {MAX_INITS}, got {bad}")
-        assert code == 2 and f"probe.inits {expected_err}" in err and len(err.strip().splitlines()) == 1, err
+    _refuses_bad_probe_values(capsys, proxy, archs, "inits", str(MAX_INITS), MAX_INITS + 1)
     for bad in ("0", "x"):
         code, _, err = gm(capsys, "evolve", "--inits", bad, "--out", tmp_path / "e")
         assert code == 2 and "--inits" in err and len(err.strip().splitlines()) == 1 \
             and not (tmp_path / "e").exists(), err
+
+
+def test_evolve_inits_from_the_command_line(tmp_path, capsys, env):
+    """`evolve --inits 2 --spectrum-images 2` reaches the run: the summary names it, proxy.json records both, and
+    `score` of that proxy on its own sample gives back its fitness."""
+    out = tmp_path / "run"
+    code, stdout, err = gm(capsys, "evolve", "--sample-size", 6, "--population", 4, "--generations", 0,
+                           "--batch-size", BATCH, "--seed", 3, "--inits", 2, "--spectrum-images", 2, "--out", out)
+    assert code == 0, err
+    assert "each probed under 2 initialisations" in stdout
+    data = json.loads((out / "proxy.json").read_text())
+    assert data["probe"]["inits"] == 2 and data["probe"]["spectrum_images"] == 2
+    archs = ",".join(map(str, data["sample_indices"]))
+    code, stdout, err = gm(capsys, "score", out / "proxy.json", "--archs", archs, "--quiet")
+    assert code == 0 and f"kendall_tau={data['fitness']['kendall_tau']:.4f}" in stdout, (stdout, err)
