@@ -175,11 +175,7 @@ def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, caps
                                    cache=cache).scores
     assert not np.allclose(expected[1], expected[3])
     for args, k in (([], 3), (["--spectrum-images", 1], 1)):
-        code, _, err = gm(capsys, "score", proxy, "--archs", archs, *args, "--out", tmp_path / f"s{k}.csv", "--quiet")
-        assert code == 0, err
-        np.testing.assert_allclose([float(r["score"]) for r in csv.DictReader(open(tmp_path / f"s{k}.csv"))],
-                                   expected[k], rtol=1e-12)
-        assert json.loads((tmp_path / f"s{k}.summary.json").read_text())["spectrum_images"] == k
+        _score_matches(capsys, proxy, archs, args, tmp_path / f"s{k}.csv", expected[k], "spectrum_images", k)
     code, stdout, err = gm(capsys, "baselines", "--archs", archs, "--proxies", "params", "--include", proxy,
                            "--batch-size", BATCH, "--probe-seed", 2, "--spectrum-images", 3, "--out", tmp_path / "b.csv")
     assert code == 0 and "spectra of 3 images" in stdout, err
@@ -198,6 +194,14 @@ def test_spectrum_images_from_the_proxy_file_and_the_command_line(tmp_path, caps
         assert code == 2 and "--spectrum-images must be between 1 and the probe batch size 64" in err \
             and len(err.strip().splitlines()) == 1 and not (tmp_path / "q").exists(), err
     _refuses_bad_probe_values(capsys, proxy, archs, "spectrum_images", f"the probe batch size {BATCH}", BATCH + 1)
+
+
+def _score_matches(capsys, proxy, archs, args, out, expected, field, value):
+    """`score PROXY --archs ... ARGS --out OUT` writes the expected scores, and its summary records ``field``."""
+    code, _, err = gm(capsys, "score", proxy, "--archs", archs, *args, "--out", out, "--quiet")
+    assert code == 0, err
+    np.testing.assert_allclose([float(r["score"]) for r in csv.DictReader(open(out))], expected, rtol=1e-12)
+    assert json.loads(out.with_name(out.stem + ".summary.json").read_text())[field] == value
 
 
 def _refuses_bad_probe_values(capsys, proxy, archs, key, upper_name, too_large):
@@ -224,11 +228,7 @@ def test_score_defaults_to_the_proxy_files_inits(tmp_path, capsys, env, data_dir
                                 cache=cache, inits=n).scores for n in (1, 2)}
     assert not np.allclose(expected[1], expected[2])
     for args, n in (([], 2), (["--inits", 1], 1)):
-        code, _, err = gm(capsys, "score", proxy, "--archs", archs, *args, "--out", tmp_path / f"s{n}.csv", "--quiet")
-        assert code == 0, err
-        np.testing.assert_allclose([float(r["score"]) for r in csv.DictReader(open(tmp_path / f"s{n}.csv"))],
-                                   expected[n], rtol=1e-12)
-        assert json.loads((tmp_path / f"s{n}.summary.json").read_text())["inits"] == n
+        _score_matches(capsys, proxy, archs, args, tmp_path / f"s{n}.csv", expected[n], "inits", n)
     _refuses_bad_probe_values(capsys, proxy, archs, "inits", str(MAX_INITS), MAX_INITS + 1)
     for bad in ("0", "x"):
         code, _, err = gm(capsys, "evolve", "--inits", bad, "--out", tmp_path / "e")

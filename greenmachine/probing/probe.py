@@ -35,7 +35,7 @@ import contextlib
 import copy
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -107,10 +107,15 @@ class ProbeSettings:
 MAX_INITS = 32
 
 
+def _check_integer(value: Any, what: str) -> None:
+    """A count read from a file may be anything JSON holds: a word or a boolean is refused in one line."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GreenmachineError(f"{what} must be an integer, got {value!r}")
+
+
 def check_inits(inits: int, what: str = "--inits") -> int:
     """An initialisation count within 1..MAX_INITS, or a one-line error stating the range."""
-    if isinstance(inits, bool) or not isinstance(inits, int):
-        raise GreenmachineError(f"{what} must be an integer, got {inits!r}")
+    _check_integer(inits, what)
     if not 1 <= inits <= MAX_INITS:
         raise GreenmachineError(f"{what} must be between 1 and {MAX_INITS}, got {inits}")
     return inits
@@ -123,6 +128,7 @@ def check_spectrum_images(images: int, batch_size: int, what: str = "--spectrum-
     images' spectra come from the same forward pass. What it gains on the README's held-out samples with 16
     images: +0.002 Kendall tau on TSS CIFAR-10 and ImageNet16-120, +0.011 on CIFAR-100 (README, "Averaging over
     images")."""
+    _check_integer(images, what)
     if not 1 <= images <= batch_size:
         raise GreenmachineError(f"{what} must be between 1 and the probe batch size {batch_size}, got {images}")
     return images

@@ -177,10 +177,8 @@ def proxy_from_json(data: Any, origin: str) -> Proxy:
     if "batch_size" in probe and probe["batch_size"] < 2:
         raise GreenmachineError(f"{origin}: probe.batch_size must be at least 2, got {probe['batch_size']}")
     if "spectrum_images" in probe:
-        k = probe["spectrum_images"]
-        if not isinstance(k, int) or isinstance(k, bool):
-            raise GreenmachineError(f"{origin}: probe.spectrum_images must be an integer, got {k!r}")
-        check_spectrum_images(k, probe.get("batch_size", 64), f"{origin}: probe.spectrum_images")
+        check_spectrum_images(probe["spectrum_images"], probe.get("batch_size", 64),
+                              f"{origin}: probe.spectrum_images")
     if "inits" in probe:
         check_inits(probe["inits"], f"{origin}: probe.inits")
     fitness = (data.get("fitness") or {}).get("kendall_tau") if isinstance(data.get("fitness"), dict) else None

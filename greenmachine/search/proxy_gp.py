@@ -279,6 +279,8 @@ class ProxyEvolution:
         for dataset in self.datasets:  # each dataset on its own images; the same networks, the same cache
             accuracy = self.truth.acc(dataset, self.indices)
             protocols = init_protocols(self.dataset_settings[dataset], config.inits)
+            # the memo is the driver's, kept by the outermost fitness only
+            own_memo = self.memo if not self.multi and len(protocols) == 1 else None
             per_init = []
             for r, protocol in enumerate(protocols):  # each initialisation probes the whole sample again
                 label = "probing networks" + (f" ({dataset})" if self.multi else "") \
@@ -289,10 +291,8 @@ class ProxyEvolution:
                     progress=lambda it, total, label=label: reporter.track(it, total, label), **kwargs,
                 )
                 # the sample is sharded over the executor's workers, which keep their shard for the whole run
-                # (shards.py); the memo is the driver's, kept by the outermost fitness only
-                own_memo = not self.multi and len(protocols) == 1
-                per_init.append(ShardedFitness(probes, accuracy, self.executor, EVAL_CHUNK, config.device,
-                                               self.memo if own_memo else None))
+                # (shards.py)
+                per_init.append(ShardedFitness(probes, accuracy, self.executor, EVAL_CHUNK, config.device, own_memo))
                 del probes
             parts[dataset] = per_init[0] if len(per_init) == 1 else \
                 InitsFitness(per_init, accuracy, None if self.multi else self.memo)
