@@ -42,6 +42,8 @@ ADDRESS_TIMEOUT_S = 5.0  # how long an explicit --ray-address may take to accept
 
 class Executor(Protocol):
     workers: int
+    # whether what the workers hold (an evolution's fitness shards) lives in this machine's memory
+    local: bool
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
 
@@ -63,6 +65,7 @@ class SerialExecutor:
 
     kind = "serial"
     workers = 1
+    local = True
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         return map(fn, items)
@@ -79,6 +82,7 @@ class ProcessExecutor:
     """A local process pool (fork); results come back in order. Functions and items must be picklable."""
 
     kind = "process"
+    local = True
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -186,6 +190,7 @@ class RayExecutor:
         ray = _import_ray()
         self._ray = ray
         self.cpus_per_task = max(1, int(cpus_per_task))
+        self.local = not address  # a local instance started here; a cluster's memory is its nodes'
         self.num_gpus = float(gpu_share) if str(device).startswith("cuda") else 0.0
         self._owns = False
         if not ray.is_initialized():

@@ -249,3 +249,41 @@ def test_evolve_inits_from_the_command_line(tmp_path, capsys, env):
     archs = ",".join(map(str, data["sample_indices"]))
     code, stdout, err = gm(capsys, "score", out / "proxy.json", "--archs", archs, "--quiet")
     assert code == 0 and f"kendall_tau={data['fitness']['kendall_tau']:.4f}" in stdout, (stdout, err)
+
+
+def test_evolve_stops_before_probes_that_would_not_fit(tmp_path, capsys, env, monkeypatch):
+    """After the first initialisation's probes, an evolution that would need more memory than the machine has for
+    the others stops with one line (exit 2) that names the measured size; GREENMACHINE_MEMORY_CHECK=0 goes on."""
+    from greenmachine.probing import memory
+
+    args = ("evolve", "--sample-size", 6, "--population", 4, "--generations", 0, "--batch-size", BATCH, "--seed", 3,
+            "--inits", 3)
+    held = []
+    monkeypatch.setattr(memory, "available_bytes", lambda: held[0] * 2 + memory.WORKING_MARGIN_BYTES)
+    real = memory.check_room_for
+
+    def measuring(more, what, remedy):
+        held.append(more // 2)  # two more initialisations at the first one's size
+        return real(more, what, remedy)
+
+    monkeypatch.setattr("greenmachine.search.proxy_gp.check_room_for", measuring)
+    code, _, err = gm(capsys, *args, "--out", tmp_path / "fits")  # exactly enough: runs
+    assert code == 0, err
+    held.clear()
+    monkeypatch.setattr(memory, "available_bytes", lambda: held[0] * 2 + memory.WORKING_MARGIN_BYTES - 1)
+    code, _, err = gm(capsys, *args, "--out", tmp_path / "short")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "evolve: 2 more probings of the sample" in lines[0] and "GREENMACHINE_MEMORY_CHECK=0" in lines[0]
+    assert not (tmp_path / "short" / "proxy.json").exists()
+    monkeypatch.setenv("GREENMACHINE_MEMORY_CHECK", "0")
+    held.clear()
+    code, _, err = gm(capsys, *args, "--out", tmp_path / "forced")
+    assert code == 0 and (tmp_path / "forced" / "proxy.json").exists(), err
+
+
+def test_the_memory_check_reads_what_the_kernel_says_is_available():
+    from greenmachine.probing import memory
+
+    free = memory.available_bytes()
+    assert free is None or 0 < free < 2**50

@@ -31,6 +31,11 @@ from functools import lru_cache
 # data (``GREENMACHINE_TRIM_BYTES`` overrides it)
 TRIM_GROWTH_BYTES = 256 * 2**20
 TRIM_ENV = "GREENMACHINE_TRIM_BYTES"
+# ``GREENMACHINE_MEMORY_CHECK=0`` lets an evolution go on where :func:`check_room_for` would stop it
+MEMORY_CHECK_ENV = "GREENMACHINE_MEMORY_CHECK"
+# what probing one more network and evaluating a tree's chunk take beside the terminals held (the transients that
+# the trimming above bounds: a few hundred MB on TSS and SSS)
+WORKING_MARGIN_BYTES = 512 * 2**20
 
 _last_trim_rss = 0
 
@@ -85,3 +90,36 @@ def trim_heap(force: bool = False) -> bool:
     trim(0)
     _last_trim_rss = resident_bytes()
     return True
+
+
+def available_bytes() -> int | None:
+    """The memory the kernel says a new allocation can take now without swapping (``MemAvailable`` of
+    /proc/meminfo), in bytes; None where it cannot be read (macOS)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_room_for(more: int, what: str, remedy: str) -> None:
+    """Stop, with one line, before holding ``more`` bytes that this machine does not have.
+
+    Why: an evolution keeps every probe of its sample in memory for the whole run, once per initialisation and per
+    dataset (``--inits``, ``--datasets``). The first set of probes says what each next one holds exactly, so the
+    run stops there, with its probes in the cache, rather than being killed by the kernel an hour later. ``what``
+    names the bytes ("2 more initialisations"), ``remedy`` what to change; ``GREENMACHINE_MEMORY_CHECK=0`` skips
+    the check (for a machine whose swap or page cache is meant to take it)."""
+    if os.environ.get(MEMORY_CHECK_ENV, "").strip() == "0":
+        return
+    free = available_bytes()
+    if free is None or more + WORKING_MARGIN_BYTES <= free:
+        return
+    from greenmachine.errors import GreenmachineError
+
+    raise GreenmachineError(
+        f"{what} would hold about {more / 1e9:.1f} GB more of probes, and {free / 1e9:.1f} GB of memory is available"
+        f" (less {WORKING_MARGIN_BYTES // 2**20} MB to work in); {remedy}, or set {MEMORY_CHECK_ENV}=0 to go on")

@@ -46,6 +46,7 @@ from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor, SerialExecutor, make_executor
 from greenmachine.files import write_text_atomic
 from greenmachine.probing.cache import ProbeCache, probe_sample
+from greenmachine.probing.memory import check_room_for
 from greenmachine.probing.probe import DEFAULT_GROUPS, OPT_IN_GROUPS, init_protocols
 from greenmachine.proxies.classic import classic_names, classic_tokens
 from greenmachine.proxies.fitness import WORST_FITNESS, combine_taus
@@ -276,6 +277,8 @@ class ProxyEvolution:
         kwargs = {"meter": self.meter} if self.meter is not None else {}
         t0 = time.perf_counter()
         parts: dict[str, ShardedFitness | InitsFitness] = {}
+        held: list[ShardedFitness] = []  # every set of probes so far, for the memory check
+        sets = len(self.datasets) * config.inits
         for dataset in self.datasets:  # each dataset on its own images; the same networks, the same cache
             accuracy = self.truth.acc(dataset, self.indices)
             protocols = init_protocols(self.dataset_settings[dataset], config.inits)
@@ -294,6 +297,9 @@ class ProxyEvolution:
                 # (shards.py)
                 per_init.append(ShardedFitness(probes, accuracy, self.executor, EVAL_CHUNK, config.device, own_memo))
                 del probes
+                held.append(per_init[-1])
+                if len(held) < sets:
+                    self._check_memory(held, sets)
             parts[dataset] = per_init[0] if len(per_init) == 1 else \
                 InitsFitness(per_init, accuracy, None if self.multi else self.memo)
         self.probe_seconds = time.perf_counter() - t0
@@ -303,6 +309,18 @@ class ProxyEvolution:
                  sum(self.fitness.nbytes()) / 1e6, self.fitness.shards)
         # DEAP's evaluate only reads what prefetch() scored on the shards: a plain map, in this process
         self.toolbox = make_toolbox(config, self.fitness, SerialExecutor())
+
+    def _check_memory(self, held: list[ShardedFitness], sets: int) -> None:
+        """Before probing the sample again (another initialisation or dataset), stop if the sets still to come, at
+        the measured size of those held, would not fit in this machine's memory (probing/memory.py). Skipped where
+        the shards live elsewhere (a Ray cluster) or on a GPU."""
+        if not getattr(self.executor, "local", False) or str(self.config.device) != "cpu":
+            return
+        per_set = sum(sum(f.nbytes()) for f in held) / len(held)
+        left = sets - len(held)
+        check_room_for(int(per_set * left), f"evolve: {left} more probing{'s' if left > 1 else ''} of the sample "
+                       f"(one per initialisation and dataset, {per_set / 1e9:.2f} GB each as measured)",
+                       "use fewer --inits or --datasets, or a smaller --sample-size")
 
     def close(self) -> None:
         """Release the shards, and the executor if this run made it."""
