@@ -336,7 +336,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
     from greenmachine.report import summary_path, write_score_summary
     from greenmachine.proxies.scoring import score_tokens, write_scores_csv
     from greenmachine.ui import Reporter
-    from greenmachine.workspace import choose_architectures, load_space_truth, probe_settings, resolve_data_dir
+    from greenmachine.workspace import choose_architectures, load_space_truth, proxy_protocol, resolve_data_dir
 
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
     proxy = load_proxy(proxy_path)
@@ -354,14 +354,10 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         exclude = proxy.sample_indices if exclude_evolution_sample and proxy.space in (None, space) else []
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, exclude)
         # the proxy's own probe protocol (minibatch size and seed, initialisation seed), on the scored dataset
-        settings = probe_settings(space, dataset, proxy.probe.get("batch_size", 64), proxy.probe.get("batch_seed", 0),
-                                  device, init_seed=proxy.probe.get("init_seed"), data_dir=data,
-                                  spectrum_images=proxy.probe.get("spectrum_images", 1) if spectrum_images is None
-                                  else spectrum_images)
+        settings, own_inits = proxy_protocol(proxy, space, dataset, device, data, spectrum_images)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
                               cache=_cache(cache_dir, no_cache, data), executor=pool,
-                              reporter=reporter, meter=meter,
-                              inits=proxy.probe.get("inits", 1) if inits is None else inits)
+                              reporter=reporter, meter=meter, inits=own_inits if inits is None else inits)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, result.indices,
                                                                  energy_settings.training_device_w),
                          "score", len(result.indices))

@@ -96,3 +96,18 @@ def probe_settings(
     return ProbeSettings(space, dataset, batch_size=batch_size, batch_seed=seed,
                          init_seed=seed if init_seed is None else init_seed, device=device, images_digest=digest,
                          spectrum_images=spectrum_images)
+
+
+def proxy_protocol(proxy, space: str, dataset: str, device: str, data_dir: str | Path | None = None,
+                   spectrum_images: int | None = None) -> tuple[ProbeSettings, int]:
+    """The probe protocol a proxy file records (minibatch size and seed, initialisation seed, the spectra's
+    images) on ``dataset``, and the initialisations its score averages over: what every command that scores a
+    proxy on its own terms (``score``, ``search --objective proxy.json``) probes, so that a proxy evolved with
+    ``--spectrum-images`` or ``--inits`` is not scored under another protocol. ``spectrum_images`` overrides the
+    file's (``score --spectrum-images``)."""
+    p = proxy.probe
+    settings = probe_settings(space, dataset, p.get("batch_size", 64), p.get("batch_seed", 0), device,
+                              init_seed=p.get("init_seed"), data_dir=data_dir,
+                              spectrum_images=p.get("spectrum_images", 1) if spectrum_images is None
+                              else spectrum_images)
+    return settings, p.get("inits", 1)

@@ -287,3 +287,23 @@ def test_the_memory_check_reads_what_the_kernel_says_is_available():
 
     free = memory.available_bytes()
     assert free is None or 0 < free < 2**50
+
+
+def test_search_scores_a_proxy_under_its_own_protocol(tss_truth, data_dir, cache, tmp_path):
+    """`search --objective proxy.json` probes as `score` does: the file's spectrum images and initialisations, not
+    one initialisation and the first image's spectra."""
+    from greenmachine.search.architecture import ProxyObjective
+    from greenmachine.ui import Reporter
+
+    tokens = classic_tokens("meco_relu")
+    path = tmp_path / "proxy.json"
+    save_proxy(Proxy(tokens, space="tss", dataset="cifar10",
+                     probe={"batch_size": BATCH, "batch_seed": 2, "init_seed": 2, "spectrum_images": 3, "inits": 2}),
+               path)
+    objective = ProxyObjective(str(path), tss_truth, "cifar10", data_dir, "cpu", cache, None, Reporter(quiet=True))
+    expected = score_tokens(tokens, tss_truth, "cifar10", INDICES, probe_settings(
+        "tss", "cifar10", BATCH, 2, "cpu", data_dir=data_dir, spectrum_images=3), data_dir, cache=cache, inits=2)
+    np.testing.assert_allclose(objective.scores(INDICES), expected.scores, rtol=1e-12)
+    plain = score_tokens(tokens, tss_truth, "cifar10", INDICES, probe_settings(
+        "tss", "cifar10", BATCH, 2, "cpu", data_dir=data_dir), data_dir, cache=cache)
+    assert not np.allclose(plain.scores, expected.scores)  # the protocol matters, or the test shows nothing

@@ -375,7 +375,7 @@ class ProxyObjective(Objective):
     def __init__(self, path: str, truth: GroundTruth, dataset: str, data_dir: Path, device: str, cache, meter,
                  reporter: Reporter, executor=None):
         from greenmachine.proxies.proxyfile import load_proxy
-        from greenmachine.workspace import probe_settings
+        from greenmachine.workspace import proxy_protocol
 
         self.proxy = load_proxy(path)
         if self.proxy.space is not None and self.proxy.space != truth.space:
@@ -383,9 +383,7 @@ class ProxyObjective(Objective):
         self.name = str(path)
         self.expression = self.proxy.expression
         self.truth, self.dataset, self.data_dir = truth, dataset, data_dir
-        p = self.proxy.probe
-        self.settings = probe_settings(truth.space, dataset, p.get("batch_size", 64), p.get("batch_seed", 0), device,
-                                       init_seed=p.get("init_seed"))
+        self.settings, self.inits = proxy_protocol(self.proxy, truth.space, dataset, device)
         self.cache, self.meter, self.reporter, self.executor = cache, meter, reporter, executor
 
     def scores(self, indices: Sequence[int], fresh: bool = False) -> np.ndarray:
@@ -394,7 +392,7 @@ class ProxyObjective(Objective):
         kwargs = {"meter": self.meter} if self.meter is not None else {}
         result = score_tokens(self.proxy.tokens, self.truth, self.dataset, list(indices), self.settings,
                               self.data_dir, cache=self.cache, executor=self.executor, reporter=self.reporter,
-                              **kwargs)
+                              inits=self.inits, **kwargs)
         self.probe_seconds += result.probe_seconds
         return np.asarray(result.scores, dtype=np.float64)
 
