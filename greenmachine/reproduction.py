@@ -17,7 +17,7 @@ from greenmachine.report import summary_path, write_score_summary
 from greenmachine.spaces.sampling import sample_indices
 from greenmachine.proxies.scoring import ScoreResult, score_tokens, write_scores_csv
 from greenmachine.ui import Reporter
-from greenmachine.workspace import load_space_truth, probe_settings
+from greenmachine.workspace import load_space_truth, proxy_protocol
 
 
 def reproduce(config: EvolveConfig, data_dir: Path, out_dir: Path, cache: ProbeCache, reporter: Reporter) -> ScoreResult:
@@ -28,17 +28,20 @@ def reproduce(config: EvolveConfig, data_dir: Path, out_dir: Path, cache: ProbeC
     proxy = load_proxy(out_dir / "proxy.json")
     held_out = sample_indices(truth, config.dataset, config.eval_sample_size, config.eval_sampling,
                               seed=config.seed + 1, exclude=result.sample_indices, strata=config.strata)
-    settings = probe_settings(config.space, config.dataset, config.batch_size, config.seed, config.device)
+    # held out under the protocol the proxy was evolved with (its spectrum images and initialisations included)
+    settings, inits = proxy_protocol(proxy, config.space, config.dataset, config.device)
     scores = score_tokens(proxy.tokens, truth, config.dataset, held_out, settings, data_dir, cache=cache,
-                          reporter=reporter)
+                          reporter=reporter, inits=inits)
     write_scores_csv(scores, out_dir / "scores.csv")
     write_score_summary(scores, out_dir / "proxy.json", config.space, config.dataset, config.eval_sampling,
-                        config.seed + 1, summary_path(out_dir / "scores.csv"))
+                        config.seed + 1, summary_path(out_dir / "scores.csv"),
+                        extra={"inits": inits, "spectrum_images": settings.spectrum_images})
     if config.eval_baselines:  # the same held-out networks, images and seeds, for the baselines row
         comparison = compare(truth, config.dataset, held_out, settings, data_dir, evolved={"evolved": proxy},
-                             out_csv=out_dir / "baselines.csv", cache=cache, reporter=reporter)
+                             out_csv=out_dir / "baselines.csv", cache=cache, reporter=reporter, inits=inits)
         meta = {"space": config.space, "dataset": config.dataset, "sampling": config.eval_sampling,
-                "seed": config.seed + 1, "batch_size": config.batch_size, "probe_seed": config.seed}
+                "seed": config.seed + 1, "batch_size": config.batch_size, "probe_seed": config.seed,
+                "inits": inits, "spectrum_images": settings.spectrum_images}
         write_summary(comparison, summary_path(out_dir / "baselines.csv"), meta)
         scatter_figure(comparison, out_dir / "baselines.png", f"{config.space} / {config.dataset}, held out")
     return scores

@@ -307,3 +307,24 @@ def test_search_scores_a_proxy_under_its_own_protocol(tss_truth, data_dir, cache
     plain = score_tokens(tokens, tss_truth, "cifar10", INDICES, probe_settings(
         "tss", "cifar10", BATCH, 2, "cpu", data_dir=data_dir), data_dir, cache=cache)
     assert not np.allclose(plain.scores, expected.scores)  # the protocol matters, or the test shows nothing
+
+
+def test_reproduce_scores_the_held_out_sample_as_the_proxy_was_evolved(tmp_path, capsys, env, tss_truth, data_dir,
+                                                                      cache):
+    """A reproduction config with `inits` and `spectrum_images` holds its proxy out under them too (its summary
+    records both), not under one initialisation and the first image's spectra."""
+    config = tmp_path / "c.toml"
+    config.write_text('space = "tss"\ndataset = "cifar10"\nsample_size = 6\npopulation = 4\ngenerations = 0\n'
+                      f'batch_size = {BATCH}\nstrata = 3\ninits = 2\nspectrum_images = 2\neval_sample_size = 4\n'
+                      'eval_sampling = "random"\neval_baselines = false\n')
+    run = tmp_path / "run"
+    code, _, err = gm(capsys, "reproduce", "--config", config, "--out", run, "--quiet")
+    assert code == 0, err
+    summary = json.loads((run / "scores.summary.json").read_text())
+    assert summary["inits"] == 2 and summary["spectrum_images"] == 2
+    rows = list(csv.DictReader(open(run / "scores.csv")))
+    proxy = json.loads((run / "proxy.json").read_text())
+    seed = proxy["probe"]["batch_seed"]
+    expected = score_tokens(proxy["tokens"], tss_truth, "cifar10", [int(r["index"]) for r in rows], probe_settings(
+        "tss", "cifar10", BATCH, seed, "cpu", data_dir=data_dir, spectrum_images=2), data_dir, cache=cache, inits=2)
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected.scores, rtol=1e-9)
