@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.probing.probe import ProbeSettings, check_spectrum_images
 from greenmachine.spaces.sampling import sample_indices
 from greenmachine.spaces.truth import GroundTruth, find_truth_source, load_truth
 from greenmachine.ui import Reporter
+
+if TYPE_CHECKING:
+    from greenmachine.proxies.proxyfile import Proxy
 
 DATA_ENV = "GREENMACHINE_DATA"
 
@@ -98,11 +101,11 @@ def probe_settings(
                          spectrum_images=spectrum_images)
 
 
-def proxy_protocol(proxy, space: str, dataset: str, device: str, data_dir: str | Path | None = None,
+def proxy_protocol(proxy: Proxy, space: str, dataset: str, device: str, data_dir: str | Path | None = None,
                    spectrum_images: int | None = None) -> tuple[ProbeSettings, int]:
     """The probe protocol a proxy file records (minibatch size and seed, initialisation seed, the spectra's
     images) on ``dataset``, and the initialisations its score averages over: what every command that scores a
-    proxy on its own terms (``score``, ``search --objective proxy.json``) probes, so that a proxy evolved with
+    proxy on its own terms (``score``, ``reproduce``, ``search --objective proxy.json``) probes, so that a proxy evolved with
     ``--spectrum-images`` or ``--inits`` is not scored under another protocol. ``spectrum_images`` overrides the
     file's (``score --spectrum-images``)."""
     p = proxy.probe
