@@ -105,9 +105,9 @@ def proxy_protocol(proxy: Proxy, space: str, dataset: str, device: str, data_dir
                    spectrum_images: int | None = None) -> tuple[ProbeSettings, int]:
     """The probe protocol a proxy file records (minibatch size and seed, initialisation seed, the spectra's
     images) on ``dataset``, and the initialisations its score averages over: what every command that scores a
-    proxy on its own terms (``score``, ``reproduce``, ``search --objective proxy.json``) probes, so that a proxy evolved with
-    ``--spectrum-images`` or ``--inits`` is not scored under another protocol. ``spectrum_images`` overrides the
-    file's (``score --spectrum-images``)."""
+    proxy on its own terms (``score``, ``reproduce``, ``search --objective proxy.json``) probes, so that a proxy
+    evolved with ``--spectrum-images`` or ``--inits`` is not scored under another protocol. ``spectrum_images``
+    overrides the file's (``score --spectrum-images``)."""
     p = proxy.probe
     settings = probe_settings(space, dataset, p.get("batch_size", 64), p.get("batch_seed", 0), device,
                               init_seed=p.get("init_seed"), data_dir=data_dir,
