@@ -111,8 +111,8 @@ def check_room_for(more: int, what: str, remedy: str) -> None:
     Why: an evolution keeps every probe of its sample in memory for the whole run, once per initialisation and per
     dataset (``--inits``, ``--datasets``). The first set of probes says what each next one holds exactly, so the
     run stops there, with its probes in the cache, rather than being killed by the kernel an hour later. ``what``
-    names the bytes ("2 more initialisations"), ``remedy`` what to change; ``GREENMACHINE_MEMORY_CHECK=0`` skips
-    the check (for a machine whose swap or page cache is meant to take it)."""
+    names what would hold them ("evolve: 2 more probings of the sample"), ``remedy`` what to change;
+    ``GREENMACHINE_MEMORY_CHECK=0`` skips the check (for a machine whose swap is meant to take it)."""
     if os.environ.get(MEMORY_CHECK_ENV, "").strip() == "0":
         return
     free = available_bytes()
