@@ -353,7 +353,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         # indices of another space name other networks: nothing to exclude then
         exclude = proxy.sample_indices if exclude_evolution_sample and proxy.space in (None, space) else []
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, exclude)
-        # the proxy's own probe protocol (minibatch size and seed, initialisation seed), on the scored dataset
+        # the proxy's own probe protocol (minibatch, seeds, spectrum images, initialisations), on the scored dataset
         settings, own_inits = proxy_protocol(proxy, space, dataset, device, data, spectrum_images)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
                               cache=_cache(cache_dir, no_cache, data), executor=pool,

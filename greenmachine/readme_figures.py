@@ -38,6 +38,7 @@ from typing import Any, Callable
 import click
 
 from greenmachine.errors import GreenmachineError
+from greenmachine.probing.memory import meminfo_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The 1-minute load average below which the machine counts as idle (stated in every block).
@@ -76,13 +77,8 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gb = int(line.split()[1]) / 1024**2
-    except (OSError, ValueError, IndexError):
-        pass
+    total = meminfo_bytes("MemTotal")
+    mem_gb = None if total is None else total / 1024**3
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": model, "cores": os.cpu_count(), "usable_cores": usable, "memory_gb": mem_gb,
             "python": platform.python_version(), "threads": os.environ.get("GREENMACHINE_THREADS")}

@@ -40,7 +40,7 @@ def reproduce(config: EvolveConfig, data_dir: Path, out_dir: Path, cache: ProbeC
         comparison = compare(truth, config.dataset, held_out, settings, data_dir, evolved={"evolved": proxy},
                              out_csv=out_dir / "baselines.csv", cache=cache, reporter=reporter, inits=inits)
         meta = {"space": config.space, "dataset": config.dataset, "sampling": config.eval_sampling,
-                "seed": config.seed + 1, "batch_size": config.batch_size, "probe_seed": config.seed,
+                "seed": config.seed + 1, "batch_size": settings.batch_size, "probe_seed": settings.batch_seed,
                 "inits": inits, "spectrum_images": settings.spectrum_images}
         write_summary(comparison, summary_path(out_dir / "baselines.csv"), meta)
         scatter_figure(comparison, out_dir / "baselines.png", f"{config.space} / {config.dataset}, held out")

@@ -92,17 +92,22 @@ def trim_heap(force: bool = False) -> bool:
     return True
 
 
-def available_bytes() -> int | None:
-    """The memory the kernel says a new allocation can take now without swapping (``MemAvailable`` of
-    /proc/meminfo), in bytes; None where it cannot be read (macOS)."""
+def meminfo_bytes(field: str) -> int | None:
+    """One field of /proc/meminfo (``MemTotal``, ``MemAvailable``, ...) in bytes; None where it cannot be read
+    (macOS)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def available_bytes() -> int | None:
+    """The memory the kernel says a new allocation can take now without swapping (``MemAvailable``), in bytes."""
+    return meminfo_bytes("MemAvailable")
 
 
 def check_room_for(more: int, what: str, remedy: str) -> None:

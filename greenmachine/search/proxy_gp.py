@@ -277,7 +277,7 @@ class ProxyEvolution:
         kwargs = {"meter": self.meter} if self.meter is not None else {}
         t0 = time.perf_counter()
         parts: dict[str, ShardedFitness | InitsFitness] = {}
-        held: list[ShardedFitness] = []  # every set of probes so far, for the memory check
+        held_bytes, held_sets = 0, 0  # the probes held so far, for the memory check
         sets = len(self.datasets) * config.inits
         for dataset in self.datasets:  # each dataset on its own images; the same networks, the same cache
             accuracy = self.truth.acc(dataset, self.indices)
@@ -297,9 +297,10 @@ class ProxyEvolution:
                 # (shards.py)
                 per_init.append(ShardedFitness(probes, accuracy, self.executor, EVAL_CHUNK, config.device, own_memo))
                 del probes
-                held.append(per_init[-1])
-                if len(held) < sets:
-                    self._check_memory(held, sets)
+                held_sets += 1
+                if held_sets < sets:
+                    held_bytes += sum(per_init[-1].nbytes())
+                    self._check_memory(held_bytes, held_sets, sets)
             parts[dataset] = per_init[0] if len(per_init) == 1 else \
                 InitsFitness(per_init, accuracy, None if self.multi else self.memo)
         self.probe_seconds = time.perf_counter() - t0
@@ -310,14 +311,14 @@ class ProxyEvolution:
         # DEAP's evaluate only reads what prefetch() scored on the shards: a plain map, in this process
         self.toolbox = make_toolbox(config, self.fitness, SerialExecutor())
 
-    def _check_memory(self, held: list[ShardedFitness], sets: int) -> None:
+    def _check_memory(self, held_bytes: int, held_sets: int, sets: int) -> None:
         """Before probing the sample again (another initialisation or dataset), stop if the sets still to come, at
-        the measured size of those held, would not fit in this machine's memory (probing/memory.py). Skipped where
-        the shards live elsewhere (a Ray cluster) or on a GPU."""
+        the measured size of the ``held_sets`` held (``held_bytes``), would not fit in this machine's memory
+        (probing/memory.py). Skipped where the shards live elsewhere (a Ray cluster) or on a GPU."""
         if not getattr(self.executor, "local", False) or str(self.config.device) != "cpu":
             return
-        per_set = sum(sum(f.nbytes()) for f in held) / len(held)
-        left = sets - len(held)
+        per_set = held_bytes / held_sets
+        left = sets - held_sets
         check_room_for(int(per_set * left), f"evolve: {left} more probing{'s' if left > 1 else ''} of the sample "
                        f"(one per initialisation and dataset, {per_set / 1e9:.2f} GB each as measured)",
                        "use fewer --inits or --datasets, or a smaller --sample-size")
