@@ -235,6 +235,9 @@ def cli() -> None:
 @click.option("--ntk/--no-ntk", default=None,
               help="Let the GP use the empirical NTK (ntk: per-image weight-gradient inner products, TE-NAS) and the "
                    "network-kernel operators, probing one more pass per network (16 backwards); default: off.")
+@click.option("--swap/--no-swap", default=None,
+              help="Let the GP use SWAP's count of distinct sample-wise activation patterns (swap), probing one "
+                   "more forward per network; default from the config: off.")
 @click.option("--inits", type=INITS, default=None, metavar="N",
               help="Probe the sample under N initialisations and minibatches (probe seeds S..S+N-1); a tree's "
                    "fitness ranks its mean score over them (N times the probing and the terminals' memory; "
@@ -245,7 +248,8 @@ def cli() -> None:
 @_energy_options
 @_common
 def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_size, population, generations, seed, batch_size, workers,
-           out_dir, device, resume, seed_baselines, structural, jacobian, ntk, inits, spectrum_images, data_dir, cache_dir,
+           out_dir, device, resume, seed_baselines, structural, jacobian, ntk, swap, inits, spectrum_images, data_dir,
+           cache_dir,
            no_cache, quiet, carbon_intensity, pue, training_device_w, cpu_watts_per_core, executor=None,
            ray_address=None):
     """Evolve a proxy; writes proxy.json, history.csv, hall_of_fame.json, checkpoint.json and evolve.log."""
@@ -260,7 +264,8 @@ def evolve(space, dataset, datasets_arg, combine, config_path, sampling, sample_
     config = base.override(
         space=space, dataset=dataset, sampling=sampling, sample_size=sample_size, population=population,
         generations=generations, seed=seed, batch_size=batch_size, workers=workers, device=device,
-        seed_classics=seed_baselines, structural=structural, jacobian=jacobian, ntk=ntk, executor=executor, ray_address=ray_address,
+        seed_classics=seed_baselines, structural=structural, jacobian=jacobian, ntk=ntk, swap=swap, executor=executor,
+        ray_address=ray_address,
         datasets=datasets, combine=combine, inits=inits, spectrum_images=spectrum_images,
     ).validate()
     energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
@@ -793,6 +798,8 @@ def report(runs, out_path):
               help="Let the GP use the network kernels (jacob_corr), probing one more pass (default: off).")
 @click.option("--ntk/--no-ntk", default=None,
               help="Let the GP use the empirical NTK (ntk), probing one more pass (default: off).")
+@click.option("--swap/--no-swap", default=None,
+              help="Let the GP use SWAP's activation-pattern count (swap), probing one more forward (default: off).")
 @click.option("--inits", type=INITS, default=1, show_default=True, metavar="N",
               help="Held-out and transfer scores (evolved and baselines): the mean over N initialisations and "
                    "minibatches (probe seeds 0..N-1); the evolutions are unchanged.")
@@ -807,7 +814,7 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, sampling, batch_size, structural, jacobian, ntk, inits, spectrum_images, transfer, out_dir,
+            sample_size, sampling, batch_size, structural, jacobian, ntk, swap, inits, spectrum_images, transfer, out_dir,
             table_path, device, data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
@@ -818,7 +825,7 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
 
     overrides = {k: v for k, v in {"population": population, "generations": generations, "sample_size": sample_size,
                                    "sampling": sampling, "batch_size": batch_size, "structural": structural,
-                                   "jacobian": jacobian, "ntk": ntk}.items() if v is not None}
+                                   "jacobian": jacobian, "ntk": ntk, "swap": swap}.items() if v is not None}
     plan = QualityPlan(
         settings=parse_settings(settings_arg if settings_arg is not None else ",".join(DEFAULT_SETTINGS)),
         seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,

@@ -69,6 +69,10 @@ class EvolveConfig:
     # ... and the empirical NTK (ntk and the NKernel ops), which adds the ntk probe pass (probe.NTK_IMAGES backwards
     # more per network, about 5 ce passes); off by default for the same reason
     ntk: bool = False
+    # ... and SWAP's count of distinct sample-wise activation patterns (swap, one number per network), which adds
+    # the swap probe pass (a forward per network); off by default for the same reason. What it adds to the MeCo-like
+    # trees of TSS ImageNet16-120: README, "SWAP"
+    swap: bool = False
     batch_size: int = 64
     # images of the minibatch whose channel-correlation spectra corr_eig averages (probing.probe.ProbeSettings);
     # 1 = MeCo's first image, the protocol of every earlier run

@@ -75,7 +75,7 @@ class QualityPlan:
     heldout_spectrum_images: int = 1
     baselines: tuple[str, ...] = DEFAULT_BASELINES
     config_path: str | None = None  # a TOML evolve config; None = the package defaults and the space's own
-    overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, sampling, batch_size, structural, jacobian, ntk
+    overrides: dict[str, Any] = field(default_factory=dict)  # population, generations, sample_size, sampling, batch_size, structural, jacobian, ntk, swap
     device: str = "cpu"
     # score every seed's proxy on the held-out samples of the plan's other datasets of the same space (transfer)
     transfer: bool = True

@@ -37,7 +37,7 @@ def value(name, inp):
 
 def test_registry_has_every_proxy_of_the_issue():
     assert {"synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen", "params", "flops",
-            "zico", "meco", "ntk_cond"} <= set(load_all())
+            "zico", "meco", "ntk_cond", "swap"} <= set(load_all())
 
 
 def test_synflow_and_zen_ignore_images_and_labels(batch):
@@ -48,7 +48,7 @@ def test_synflow_and_zen_ignore_images_and_labels(batch):
     assert value("synflow", inputs(batch)) > 0
 
 
-@pytest.mark.parametrize("name", ["naswot", "jacov", "meco", "ntk_cond"])
+@pytest.mark.parametrize("name", ["naswot", "jacov", "meco", "ntk_cond", "swap"])
 def test_label_free_proxies_ignore_labels_but_not_images(batch, name):
     x, y = batch
     a = value(name, inputs(batch))

@@ -65,6 +65,32 @@ def test_score_held_out_and_transfer(evolved, tmp_path, capsys, monkeypatch_modu
         assert code == 0 and f"dataset={ds}" in stdout
 
 
+def test_swap_from_the_command_line(tmp_path, capsys, monkeypatch_module):
+    """``evolve --swap`` opens the GP language to SWAP (the classic ``swap`` tree is in generation 0 with
+    --seed-baselines, and the config says so); a proxy file that reads ``swap`` scores through ``score``, as the
+    ``swap`` baseline ranks the same networks."""
+    out = tmp_path / "run"
+    code, _, err = gm(capsys, "evolve", "--space", "tss", "--dataset", "ImageNet16-120", "--sample-size", 8,
+                      "--population", 8, "--generations", 0, "--batch-size", 16, "--swap", "--seed-baselines",
+                      "--out", out, "--quiet")
+    assert code == 0, err
+    check = json.loads((out / "checkpoint.json").read_text())
+    assert ["swap"] in [t for t, _ in check["state"]["population"]]
+    assert json.loads((out / "proxy.json").read_text())["config"]["swap"] is True
+    tree = tmp_path / "swap.json"
+    tree.write_text(json.dumps({"format": "greenmachine-proxy", "format_version": 1, "expression": "swap",
+                                "space": "tss", "dataset": "ImageNet16-120", "probe": {"batch_size": 16}}))
+    archs = "3,17,284,1000,5000"
+    code, stdout, _ = gm(capsys, "score", tree, "--archs", archs, "--quiet")
+    assert code == 0
+    tau = float(next(line for line in stdout.splitlines() if line.startswith("kendall_tau=")).split("=")[1])
+    code, _, _ = gm(capsys, "baselines", "--space", "tss", "--dataset", "ImageNet16-120", "--archs", archs,
+                    "--proxies", "swap", "--batch-size", 16, "--out", tmp_path / "b.csv", "--quiet")
+    assert code == 0
+    (swap,) = json.loads((tmp_path / "b.summary.json").read_text())["proxies"]
+    assert swap["name"] == "swap" and swap["valid"] == 5 and swap["kendall_tau"] == pytest.approx(tau, abs=1e-12)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

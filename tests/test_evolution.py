@@ -93,7 +93,8 @@ def test_classic_seeds_are_in_generation_zero(tmp_path, data_dir, tss_truth, cac
     assert res.best_fitness >= max(f for _, f in check["state"]["population"]) - TINY.parsimony_tolerance
 
 
-@pytest.mark.parametrize("option,classic", [("jacobian", "n_jacov jacob_corr"), ("ntk", "neg n_cond ntk")])
+@pytest.mark.parametrize("option,classic", [("jacobian", "n_jacov jacob_corr"), ("ntk", "neg n_cond ntk"),
+                                            ("swap", "swap")])
 def test_a_kernel_language_probes_its_pass_and_seeds_its_classic(tmp_path, data_dir, tss_truth, cache, option, classic):
     """``jacobian = true`` probes the jacobian pass and seeds jacov among the classics, ``ntk = true`` the ntk pass
     and TE-NAS's ntk_cond; without the option, neither (and a checkpoint written before the option existed has

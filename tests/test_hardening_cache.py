@@ -156,6 +156,9 @@ DAMAGES = {
     "wrong-ntk-shape": ("ntk", lambda obj, path: _save(
         {**obj, "tensors": {"ntk": [t[:4, :4] for t in obj["tensors"]["ntk"]]}}, path)),
     "nan-ntk": ("ntk", lambda obj, path: _save(_scaled(obj, "ntk", float("nan")), path)),
+    "two-swap-counts": ("swap", lambda obj, path: _save(
+        {**obj, "tensors": {"swap": [torch.cat([t, t]) for t in obj["tensors"]["swap"]]}}, path)),
+    "negative-swap": ("swap", lambda obj, path: _save(_scaled(obj, "swap", -1.0), path)),
     "wrong-dtype": ("synflow", lambda obj, path: _save(
         {**obj, "tensors": {"synflow_grad": [t.float() for t in obj["tensors"]["synflow_grad"]]}}, path)),
 }

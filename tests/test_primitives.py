@@ -43,7 +43,7 @@ def sample(tss_truth, data_dir, cache):
 
 
 @pytest.mark.parametrize("name,rel", [("synflow", 1e-9), ("snip", 1e-4), ("grad_norm", 1e-4), ("naswot", 1e-9),
-                                      ("jacov", 1e-6), ("ntk_cond", 1e-6)])
+                                      ("jacov", 1e-6), ("ntk_cond", 1e-6), ("swap", 0.0)])
 def test_classic_trees_equal_direct_implementations(sample, name, rel):
     batch, direct_inputs = sample
     tree_scores = evaluate(classic_tokens(name), batch).numpy()
@@ -89,6 +89,20 @@ def test_the_ntk_is_opt_in_and_combines_with_the_other_kernels_over_the_images_t
     trace = evaluate(parse_expression("n_trace(ntk)"), batch).numpy()
     np.testing.assert_allclose(trace, torch.diagonal(ntk, dim1=1, dim2=2).sum(1).numpy(), rtol=1e-12)
     assert np.all(np.isfinite(evaluate(parse_expression("n_cond(n_mul(ntk, k_sum(relu_kernel)))"), batch).numpy()))
+
+
+def test_swap_is_opt_in_and_is_one_number_per_network(sample):
+    """Without ``swap`` the language and the seeds are what they were; with it, ``swap`` is a network score that
+    combines with the others (SWAP times MeCo, the product that ranks TSS ImageNet16-120 best in the README)."""
+    batch, _ = sample
+    names = lambda pset: {t.name for ts in pset.terminals.values() for t in ts}  # noqa: E731
+    assert "swap" not in names(primitive_set(structural=True, jacobian=True, ntk=True))
+    assert "swap" in names(primitive_set(swap=True))
+    assert "swap" not in classic_names(jacobian=True, ntk=True) and "swap" in classic_names(swap=True)
+    counts = evaluate(parse_expression("swap"), batch).numpy()
+    assert counts.shape == (len(INDICES),) and np.all(counts > 0) and np.all(counts == np.round(counts))
+    product = evaluate(parse_expression("mul(a_sum_layers(e_min(corr_eig)), swap)"), batch).numpy()
+    np.testing.assert_allclose(product, counts * evaluate(classic_tokens("meco_relu"), batch).numpy(), rtol=1e-12)
 
 
 def test_expression_round_trip():

@@ -82,6 +82,33 @@ def test_ntk_pass_is_opt_in_and_is_the_gram_matrix_of_per_image_gradients(data_d
     assert torch.all(torch.diagonal(kernel) > 0) and torch.allclose(kernel, kernel.T)
 
 
+def test_swap_pass_is_opt_in_and_counts_distinct_activation_patterns(data_dir):
+    """The swap pass runs only when asked; its count is the number of distinct on/off patterns, over the first
+    SWAP_IMAGES images, of the units of every ReLU input, counted here directly as distinct rows of a boolean
+    matrix on the same seeded network. With fewer images than SWAP_IMAGES the pass reads them all."""
+    from greenmachine.probing.probe import SWAP_IMAGES
+
+    for batch_size in (20, 8):
+        settings = ProbeSettings("tss", "cifar10", batch_size=batch_size)
+        x, y = probe_batch(str(data_dir), "cifar10", batch_size, 0)
+        assert "swap" not in probe_network(11, ARCH, settings, x, y).tensors
+        probe = probe_network(11, ARCH, settings, x, y, groups=("swap",))
+        assert set(probe.tensors) == {"swap"} and set(probe.pass_seconds) == {"swap"}
+        (count,) = probe.tensors["swap"]
+        n = min(batch_size, SWAP_IMAGES)
+        net = init_network("tss", ARCH, "cifar10", 0, 11).train()
+        units: list[torch.Tensor] = []
+        hooks = [m.register_forward_pre_hook(lambda _m, inp: units.append((inp[0][:n] > 0).reshape(n, -1).T.clone()))
+                 for m in net.modules() if isinstance(m, torch.nn.ReLU)]
+        with torch.no_grad():
+            net(x)
+        for h in hooks:
+            h.remove()
+        direct = torch.unique(torch.cat(units), dim=0).shape[0]
+        assert count.dtype == torch.float64 and count.shape == (1,) and int(count.item()) == direct
+        assert 1 < direct <= min(2**n, sum(u.shape[0] for u in units))
+
+
 def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):
     cache = ProbeCache(tmp_path, data_dir=data_dir)
     settings = ProbeSettings("tss", "cifar10", batch_size=8)

@@ -276,6 +276,9 @@ def valid_pass(tensors: object, group: str, batch_size: int) -> bool:
         return _tensor_list(tensors["synflow_grad"], 1, torch.float64) is not None
     if group == "spectrum":
         return _tensor_list(tensors["corr_eig"], 1, torch.float64) is not None
+    if group == "swap":  # one count per network
+        counts = _tensor_list(tensors["swap"], 1, torch.float64)
+        return counts is not None and len(counts) == 1 and counts[0].shape == (1,) and bool(counts[0][0] >= 0)
     if group in KERNEL_SIDE:  # one kernel per network
         (name,) = GROUPS[group]
         side = KERNEL_SIDE[group](batch_size)

@@ -19,6 +19,7 @@ from greenmachine.probing.probe import (
     ACT_TERMINALS,
     KERNEL_TERMINALS,
     NET_KERNEL_TERMINALS,
+    NET_SCALAR_TERMINALS,
     SPECTRUM_TERMINALS,
     WEIGHT_TERMINALS,
     NetworkProbe,
@@ -112,6 +113,13 @@ class ProbeBatch:
             if consume:
                 for p in probes:
                     del p.tensors[name]
+        # one number per network (the swap pass): a vector, network i at position i
+        self.net_scalars: dict[str, torch.Tensor] = {}
+        for name in (n for n in NET_SCALAR_TERMINALS if all(n in p.tensors for p in probes)):
+            self.net_scalars[name] = torch.cat([p.tensors[name][0] for p in probes]).to(self.device, dtype)
+            if consume:
+                for p in probes:
+                    del p.tensors[name]
         # the ReLU-side layer structure, from whichever ReLU-side terminals were probed (a tree may need only one)
         relu_sides = [f.layers_per_net for f in (self.act, self.spectrum) if f.data] + (
             [self.kernel_layers_per_net] if self.kernels else []
@@ -126,11 +134,11 @@ class ProbeBatch:
 
     def terminals(self) -> set[str]:
         return (set(self.weight.data) | set(self.act.data) | set(self.spectrum.data) | set(self.kernels)
-                | set(self.net_kernels))
+                | set(self.net_kernels) | set(self.net_scalars))
 
     def nbytes(self) -> int:
         tensors = [*self.weight.data.values(), *self.act.data.values(), *self.spectrum.data.values(),
-                   *self.kernels.values(), *self.net_kernels.values()]
+                   *self.kernels.values(), *self.net_kernels.values(), *self.net_scalars.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def remember(self, key: tuple, value: torch.Tensor) -> None:

@@ -28,6 +28,9 @@ CLASSIC_EXPRESSIONS: dict[str, str] = {
     # TE-NAS's trainability (Chen et al. 2021): minus the condition number of the empirical NTK, as its log (the
     # same ranking); in the language only with ``ntk = true``
     "ntk_cond": "neg(n_cond(ntk))",
+    # SWAP (Peng et al. 2024): distinct sample-wise activation patterns over all ReLUs, without the paper's
+    # parameter-count regularisation; in the language only with ``swap = true``
+    "swap": "swap",
 }
 
 
@@ -35,7 +38,9 @@ def classic_tokens(name: str) -> list[str]:
     return parse_expression(CLASSIC_EXPRESSIONS[name])
 
 
-def classic_names(structural: bool = False, jacobian: bool = False, ntk: bool = False) -> list[str]:
+def classic_names(structural: bool = False, jacobian: bool = False, ntk: bool = False,
+                  swap: bool = False) -> list[str]:
     """The classic proxies that the language with these options expresses (by default the probe passes that
     every evolution runs: no jacov)."""
-    return [name for name in CLASSIC_EXPRESSIONS if in_language(classic_tokens(name), structural, jacobian, ntk)]
+    return [name for name in CLASSIC_EXPRESSIONS
+            if in_language(classic_tokens(name), structural, jacobian, ntk, swap)]

@@ -12,7 +12,8 @@ Types (DEAP ``PrimitiveSetTyped`` needs classes):
   kernels, NASWOT's K). Two network kernels of different sides combine over the images they share (the first
   ones: every kernel is indexed by the minibatch's image order);
 * ``WLayer`` / ``ALayer``: one number per layer, made by a per-layer reduction;
-* ``Net``: one score per network, made by aggregating layers (or the log-determinant of the summed kernels).
+* ``Net``: one score per network, made by aggregating layers (or the log-determinant of the summed kernels), or
+  probed as one number (``swap``: SWAP's count of distinct sample-wise activation patterns over the ReLUs).
 
 Every operator is protected (division by ~0 returns 1, log of 0 returns 0, logdet of a singular kernel returns
 -1e6) so that a random tree returns numbers; whatever is still NaN or infinite gives the worst fitness.
@@ -34,7 +35,14 @@ from deap import gp
 
 from greenmachine.errors import GreenmachineError
 from greenmachine.probing.memory import trim_heap
-from greenmachine.probing.probe import ACT_TERMINALS, KERNEL_TERMINALS, NET_KERNEL_TERMINALS, SPECTRUM_TERMINALS
+from greenmachine.probing.probe import (
+    ACT_TERMINALS,
+    KERNEL_TERMINALS,
+    NET_KERNEL_TERMINALS,
+    NET_SCALAR_TERMINALS,
+    SPECTRUM_TERMINALS,
+    SWAP_IMAGES,
+)
 from greenmachine.probing.terminals import Family, ProbeBatch
 
 
@@ -247,7 +255,7 @@ def _depth(kind: str) -> Callable:
 def _terminal(family: str, name: str) -> Callable:
     def fn(b: ProbeBatch) -> torch.Tensor:
         store = {"w": b.weight.data, "a": b.act.data, "e": b.spectrum.data, "k": b.kernels,
-                 "n": b.net_kernels}[family]
+                 "n": b.net_kernels, "s": b.net_scalars}[family]
         if name not in store:
             raise GreenmachineError(f"terminal {name!r} was not probed for this sample")
         return store[name]
@@ -300,6 +308,8 @@ def build_ops() -> list[Op]:
         ops.append(Op(name, (), KTensor, _terminal("k", name), "kernel terminal"))
     for name, doc in NET_KERNEL_DOCS.items():
         ops.append(Op(name, (), NKernel, _terminal("n", name), doc))
+    ops.append(Op("swap", (), Net, _terminal("s", "swap"),
+                  f"SWAP: distinct activation patterns over the first {SWAP_IMAGES} images, all ReLUs (the swap pass)"))
     ops.append(Op("wl_one", (), WLayer, _const(1.0, "w"), "1 per weighted layer"))
     ops.append(Op("al_one", (), ALayer, _const(1.0, "a"), "1 per ReLU"))
     # structural terminals (opt-in, STRUCTURAL): where a layer sits in its network, in the order the probe lists
@@ -319,32 +329,35 @@ OPS: dict[str, Op] = {op.name: op for op in build_ops()}
 STRUCTURAL = ("wl_depth", "al_depth")
 # ... and the same for the network kernels: jacob_corr (``jacobian = true``) needs the jacobian pass, a forward and
 # a backward more per network, ntk (``ntk = true``) the ntk pass, 16 backwards more; an evolution probes them only
-# then. The operators on network kernels come with either.
+# then. The operators on network kernels come with either. swap (``swap = true``) needs the swap pass, a forward.
 KERNEL_OPS = tuple(name for name, op in OPS.items() if op.arity and (op.ret is NKernel or NKernel in op.args))
 # ReLU-side layer constants (al_one, al_depth) need the ReLU structure, which only the ce pass records (terminals_of)
 _RELU_STRUCTURE = frozenset(name for name, op in OPS.items() if op.arity == 0 and op.ret is ALayer)
 _RELU_SIDE = frozenset(ACT_TERMINALS + SPECTRUM_TERMINALS + KERNEL_TERMINALS)
 
 
-def _left_out(structural: bool, jacobian: bool, ntk: bool = False) -> frozenset[str]:
+def _left_out(structural: bool, jacobian: bool, ntk: bool = False, swap: bool = False) -> frozenset[str]:
     """The opt-in names that a language without these options leaves out."""
     return frozenset((() if structural else STRUCTURAL) + (() if jacobian else ("jacob_corr",))
-                     + (() if ntk else ("ntk",)) + (() if jacobian or ntk else KERNEL_OPS))
+                     + (() if ntk else ("ntk",)) + (() if jacobian or ntk else KERNEL_OPS)
+                     + (() if swap else NET_SCALAR_TERMINALS))
 
 
-def in_language(tokens: Sequence[str], structural: bool = False, jacobian: bool = False, ntk: bool = False) -> bool:
+def in_language(tokens: Sequence[str], structural: bool = False, jacobian: bool = False, ntk: bool = False,
+                swap: bool = False) -> bool:
     """Whether a tree uses only what :func:`primitive_set` with these options holds (every proxy FILE may use the
     whole language; an evolution draws from its own, and seeds generation 0 only with trees in it)."""
-    return not set(tokens) & _left_out(structural, jacobian, ntk)
+    return not set(tokens) & _left_out(structural, jacobian, ntk, swap)
 
 
 @lru_cache(maxsize=8)
-def primitive_set(structural: bool = False, jacobian: bool = False, ntk: bool = False) -> gp.PrimitiveSetTyped:
+def primitive_set(structural: bool = False, jacobian: bool = False, ntk: bool = False,
+                  swap: bool = False) -> gp.PrimitiveSetTyped:
     """The DEAP primitive set; without ``structural`` it leaves out :data:`STRUCTURAL`, without ``jacobian``
-    jacob_corr, without ``ntk`` the ntk terminal, and without both the operators on network kernels. Its
-    functions are the implementations above; it is never compiled."""
+    jacob_corr, without ``ntk`` the ntk terminal, without both the operators on network kernels, and without
+    ``swap`` the swap terminal. Its functions are the implementations above; it is never compiled."""
     pset = gp.PrimitiveSetTyped("PROXY", [], Net)
-    left_out = _left_out(structural, jacobian, ntk)
+    left_out = _left_out(structural, jacobian, ntk, swap)
     for op in OPS.values():
         if op.name in left_out:
             continue
@@ -437,7 +450,7 @@ def check_tokens(tokens: Sequence[str]) -> None:
 
 def tree_from_tokens(tokens: Sequence[str]) -> gp.PrimitiveTree:
     check_tokens(tokens)
-    pset = primitive_set(structural=True, jacobian=True, ntk=True)
+    pset = primitive_set(structural=True, jacobian=True, ntk=True, swap=True)
     return gp.PrimitiveTree([pset.mapping[t] for t in tokens])
 
 
@@ -471,6 +484,7 @@ def terminals_of(tokens: Sequence[str]) -> set[str]:
     """The probed terminals a tree reads; a ReLU-side layer constant (``al_one``, ``al_depth``) reads the ReLU
     structure, so it counts as ``act`` (without it, a tree of such a constant and synflow terms had no ReLUs)."""
     found = {t for t in tokens if OPS[t].arity == 0 and OPS[t].ret in (WTensor, ATensor, ETensor, KTensor, NKernel)}
+    found |= set(tokens) & set(NET_SCALAR_TERMINALS)
     if _RELU_STRUCTURE & set(tokens) and not found & _RELU_SIDE:
         found.add("act")
     return found

@@ -156,7 +156,7 @@ def cx_one_point(ind1, ind2):
 
 def language(config: EvolveConfig) -> dict[str, bool]:
     """The opt-in parts of the GP language this config asks for (primitive_set's and classic_names' options)."""
-    return {"structural": config.structural, "jacobian": config.jacobian, "ntk": config.ntk}
+    return {"structural": config.structural, "jacobian": config.jacobian, "ntk": config.ntk, "swap": config.swap}
 
 
 def probe_groups(config: EvolveConfig) -> tuple[str, ...]:

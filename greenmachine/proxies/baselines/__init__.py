@@ -22,7 +22,7 @@ from greenmachine.errors import GreenmachineError
 
 REGISTRY: dict[str, Callable[["ProxyInputs"], float]] = {}
 MODULES = ("synflow", "snip", "grasp", "fisher", "grad_norm", "jacov", "naswot", "zen", "params", "flops", "zico",
-           "meco", "ntk_cond")
+           "meco", "ntk_cond", "swap")
 
 
 def measure(name: str):
@@ -81,6 +81,18 @@ def layers(net: nn.Module) -> list[nn.Module]:
 def logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The network's logits: every space's network returns them alone (``SearchSpace.build_network``)."""
     return net(x)
+
+
+def hooked_forward(net: nn.Module, images: torch.Tensor, modules: list[nn.Module], hook: Callable) -> None:
+    """One forward of ``images`` under ``no_grad`` with ``hook`` as a forward hook on ``modules`` (the activation-
+    only proxies: NASWOT and SWAP on the ReLUs, MeCo on every module), the hooks removed afterwards."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad():
+            logits(net, images)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def load_all() -> dict[str, Callable[[ProxyInputs], float]]:

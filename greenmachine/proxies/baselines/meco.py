@@ -5,7 +5,7 @@ network runs as built (train mode), like the other proxies here. Labels are not 
 
 import torch
 
-from greenmachine.proxies.baselines import ProxyInputs, measure
+from greenmachine.proxies.baselines import ProxyInputs, hooked_forward, measure
 
 
 @measure("meco")
@@ -23,12 +23,6 @@ def meco(inputs: ProxyInputs) -> float:
         corr = torch.nan_to_num(torch.corrcoef(fea), nan=0.0, posinf=0.0, neginf=0.0)
         results.append(float(torch.linalg.eigvalsh(corr).min()))
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()]
-    try:
-        with torch.no_grad():
-            net(inputs.images)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(net, inputs.images, list(net.modules()), hook)
     vals = torch.tensor(results, dtype=torch.float64)
     return float(vals[torch.isfinite(vals)].sum())

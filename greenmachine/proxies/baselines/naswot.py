@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from greenmachine.proxies.baselines import ProxyInputs, logits, measure
+from greenmachine.proxies.baselines import ProxyInputs, hooked_forward, measure
 
 
 @measure("naswot")
@@ -20,11 +20,5 @@ def naswot(inputs: ProxyInputs) -> float:
         c = (inp[0].reshape(b, -1) > 0).float()
         k.add_((c @ c.T + (1.0 - c) @ (1.0 - c).T).double().cpu())
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            logits(net, inputs.images)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_forward(net, inputs.images, [m for m in net.modules() if isinstance(m, nn.ReLU)], hook)
     return float(np.linalg.slogdet(k.numpy())[1])
