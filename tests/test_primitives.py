@@ -93,7 +93,7 @@ def test_the_ntk_is_opt_in_and_combines_with_the_other_kernels_over_the_images_t
 
 def test_swap_is_opt_in_and_is_one_number_per_network(sample):
     """Without ``swap`` the language and the seeds are what they were; with it, ``swap`` is a network score that
-    combines with the others (SWAP times MeCo, the product that ranks TSS ImageNet16-120 best in the README)."""
+    combines with the others (MeCo's sum times SWAP, the product the README's first SWAP check ranks)."""
     batch, _ = sample
     names = lambda pset: {t.name for ts in pset.terminals.values() for t in ts}  # noqa: E731
     assert "swap" not in names(primitive_set(structural=True, jacobian=True, ntk=True))
