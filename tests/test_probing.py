@@ -85,7 +85,8 @@ def test_ntk_pass_is_opt_in_and_is_the_gram_matrix_of_per_image_gradients(data_d
 def test_swap_pass_is_opt_in_and_counts_distinct_activation_patterns(data_dir):
     """The swap pass runs only when asked; its count is the number of distinct on/off patterns, over the first
     SWAP_IMAGES images, of the units of every ReLU input, counted here directly as distinct rows of a boolean
-    matrix on the same seeded network. With fewer images than SWAP_IMAGES the pass reads them all."""
+    matrix on the same seeded network. With fewer images than SWAP_IMAGES the pass reads them all. Fused into the
+    ce pass's forward, the count is the same."""
     from greenmachine.probing.probe import SWAP_IMAGES
 
     for batch_size in (20, 8):
@@ -107,6 +108,9 @@ def test_swap_pass_is_opt_in_and_counts_distinct_activation_patterns(data_dir):
         direct = torch.unique(torch.cat(units), dim=0).shape[0]
         assert count.dtype == torch.float64 and count.shape == (1,) and int(count.item()) == direct
         assert 1 < direct <= min(2**n, sum(u.shape[0] for u in units))
+        # with the ce pass the patterns come from its forward: the same count, each pass timed on its own
+        fused = probe_network(11, ARCH, settings, x, y, groups=("ce", "swap"))
+        assert torch.equal(fused.tensors["swap"][0], count) and set(fused.pass_seconds) == {"ce", "swap"}
 
 
 def test_cache_hit_skips_probing(tmp_path, data_dir, monkeypatch):

@@ -23,7 +23,8 @@ One call of :func:`probe_network` builds the network (seeded), runs
 * the **swap** pass (opt-in): SWAP, the sample-wise activation patterns of Peng et al. (ICLR 2024): a train-mode
   forward of the minibatch under ``no_grad``; every unit of every ReLU input (a channel at a position) has one
   binary pattern over the first :data:`SWAP_IMAGES` images (active or not on each), and the terminal ``swap`` is
-  the number of distinct patterns over all of the network's ReLUs: one number per network.
+  the number of distinct patterns over all of the network's ReLUs: one number per network (taken in the ce
+  pass's forward when that pass runs too).
 
 Why activations are summarised: a full activation map of a NAS-Bench-201 network at batch 64 is about 200 MB,
 so a 100-network sample would not fit in memory nor evaluate quickly. The probe keeps, per ReLU, the
@@ -216,12 +217,15 @@ class _SharedInputs:
     Why: in a NAS-Bench-201 / NATS cell every ReLU-Conv-BN edge leaving a node starts with a ReLU of that node's
     tensor, so up to three ReLUs of a cell see the very same tensor object; its channel means, kernels and
     correlation spectrum are the same numbers and are computed once (the gradient stays per ReLU). The dict
-    keeps each tensor alive, so an ``id`` is never reused within a pass."""
+    keeps each tensor alive, so an ``id`` is never reused within a pass. With ``swap_images`` n > 0 it also codes
+    each feature map's activation patterns over its first n images (the swap terminal, :meth:`swap_count`)."""
 
-    def __init__(self, spectrum: bool, kernels: bool, spectrum_images: int = 1):
+    def __init__(self, spectrum: bool, kernels: bool, spectrum_images: int = 1, swap_images: int = 0):
         self.spectrum, self.kernels, self.spectrum_images = spectrum, kernels, spectrum_images
+        self.swap_images = swap_images
         self.seen: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
         self.spectrum_seconds = 0.0
+        self.swap_seconds = 0.0
 
     def of(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         hit = self.seen.get(id(x))
@@ -237,8 +241,21 @@ class _SharedInputs:
             t0 = time.perf_counter()
             out["corr_eig"] = _relu_input_spectrum(d, self.spectrum_images)
             self.spectrum_seconds += time.perf_counter() - t0
+        if self.swap_images and d.dim() == 4:  # feature maps only, as the SWAP authors' code
+            t0 = time.perf_counter()
+            out["swap_codes"] = activation_patterns(d, self.swap_images)
+            self.swap_seconds += time.perf_counter() - t0
         self.seen[id(x)] = (x, out)
         return out
+
+    def swap_count(self) -> torch.Tensor:
+        """The swap terminal: distinct activation patterns over every distinct feature map seen, as a 1-element
+        float64 tensor (a map that several ReLUs read is coded once; only distinct patterns count anyway)."""
+        t0 = time.perf_counter()
+        codes = [out["swap_codes"] for _, out in self.seen.values() if "swap_codes" in out]
+        count = torch.unique(torch.cat(codes)).numel() if codes else 0
+        self.swap_seconds += time.perf_counter() - t0
+        return torch.tensor([float(count)], dtype=torch.float64)
 
 
 def _relu_input_spectrum(x: torch.Tensor, images: int = 1) -> torch.Tensor:
@@ -252,18 +269,21 @@ def _relu_input_spectrum(x: torch.Tensor, images: int = 1) -> torch.Tensor:
 
 
 def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, spectrum: bool = False,
-             timing: dict[str, float] | None = None, spectrum_images: int = 1) -> dict[str, list[torch.Tensor]]:
-    """The cross-entropy pass (see the module docstring); with ``spectrum`` it is also the spectrum pass: the
-    correlation eigenvalues are taken in the same forward (train mode, the same batch statistics, so the same
-    pre-activations as a separate forward), which saves a whole forward per network. ``timing`` receives the
-    seconds spent on the spectra (``"spectrum"``), so that each pass keeps its own cost."""
+             timing: dict[str, float] | None = None, spectrum_images: int = 1,
+             swap: bool = False) -> dict[str, list[torch.Tensor]]:
+    """The cross-entropy pass (see the module docstring); with ``spectrum`` it is also the spectrum pass, and with
+    ``swap`` the swap pass: the correlation eigenvalues and the activation patterns are taken in the same forward
+    (train mode, the same batch statistics, so the same pre-activations as a separate forward), which saves a
+    whole forward per network. ``timing`` receives the seconds spent on the spectra (``"spectrum"``) and on the
+    patterns (``"swap"``), so that each pass keeps its own cost."""
     net.train()
     net.zero_grad(set_to_none=True)
     relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
     summaries: list[dict[str, torch.Tensor]] = []
     grad_means: list[torch.Tensor | None] = []
     shapes: list[torch.Size] = []
-    shared = _SharedInputs(spectrum=spectrum, kernels=True, spectrum_images=spectrum_images)
+    shared = _SharedInputs(spectrum=spectrum, kernels=True, spectrum_images=spectrum_images,
+                           swap_images=swap_size(images.shape[0]) if swap else 0)
 
     def pre_hook(_module, inputs):
         x = inputs[0]
@@ -309,8 +329,11 @@ def probe_ce(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, spectru
         out["act_grad"].append(g if g is not None else torch.zeros(shape[:2], dtype=torch.float64))
     if spectrum:
         out["corr_eig"] = [s["corr_eig"] for s in summaries]
+    if swap:
+        out["swap"] = [shared.swap_count()]
     if timing is not None:
         timing["spectrum"] = shared.spectrum_seconds
+        timing["swap"] = shared.swap_seconds
     net.zero_grad(set_to_none=True)
     return out
 
@@ -486,24 +509,16 @@ def probe_swap(net: nn.Module, images: torch.Tensor) -> dict[str, list[torch.Ten
     The whole minibatch goes through the network (train mode, so its BatchNorm statistics are those of the ce
     pass) and the patterns are read on the first :func:`swap_size` images. A tensor that several ReLUs read (a
     NATS cell node feeding three edges) has the same patterns each time; it is read once, which changes nothing
-    since only distinct patterns count."""
+    since only distinct patterns count. When the ce pass runs too, it takes the patterns in its own forward
+    (:func:`probe_ce` with ``swap``) and this pass does not run."""
     net.train()
-    n = swap_size(images.shape[0])
-    seen: set[int] = set()
-    keep: list[torch.Tensor] = []  # the inputs themselves, so that an id is not reused within the pass
-    codes: list[torch.Tensor] = []
+    shared = _SharedInputs(spectrum=False, kernels=False, swap_images=swap_size(images.shape[0]))
 
-    def hook(_module, inputs):
-        x = inputs[0]
-        if x.dim() != 4 or id(x) in seen:  # feature maps only, as the authors' code
-            return
-        seen.add(id(x))
-        keep.append(x)
-        codes.append(activation_patterns(x.detach(), n))
+    def pre_hook(_module, inputs):  # returns None: the ReLU's input stays as it is
+        shared.of(inputs[0])
 
-    relu_input_forward(net, images, hook)
-    count = torch.unique(torch.cat(codes)).numel() if codes else 0
-    return {"swap": [torch.tensor([float(count)], dtype=torch.float64)]}
+    relu_input_forward(net, images, pre_hook)
+    return {"swap": [shared.swap_count()]}
 
 
 @dataclass
@@ -532,13 +547,15 @@ def probe_network(
     """Run the requested probe passes on one freshly initialised network.
 
     When both the ce and the spectrum pass are asked for, they share one forward (``probe_ce(spectrum=True)``):
-    the spectrum pass alone costs a forward, fused it costs only its eigenvalues. ``pass_seconds`` still gives
-    each pass its own seconds (the cache stores them per pass)."""
+    the spectrum pass alone costs a forward, fused it costs only its eigenvalues; the swap pass fuses with the ce
+    pass the same way (``probe_ce(swap=True)``). ``pass_seconds`` still gives each pass its own seconds (the cache
+    stores them per pass)."""
     from greenmachine.probing.datasets import DATASETS
 
     device = torch.device(settings.device)
     groups = tuple(groups)
     fused = "ce" in groups and "spectrum" in groups
+    fused_swap = "ce" in groups and "swap" in groups
     tensors: dict[str, list[torch.Tensor]] = {}
     seconds: dict[str, float] = {}
 
@@ -558,7 +575,7 @@ def probe_network(
     if "ntk" in groups:
         tensors.update(probe_ntk(net, images.to(device)))
         seconds["ntk"], t0 = clock() - t0, clock()
-    if "swap" in groups:
+    if "swap" in groups and not fused_swap:  # forward only, as the spectrum pass
         tensors.update(probe_swap(net, images.to(device)))
         seconds["swap"], t0 = clock() - t0, clock()
     if "spectrum" in groups and not fused:  # forward only: BatchNorm running statistics do not change train-mode outputs
@@ -567,11 +584,12 @@ def probe_network(
     if "ce" in groups:
         timing: dict[str, float] = {}
         tensors.update(probe_ce(net, images.to(device), labels.to(device), spectrum=fused, timing=timing,
-                                spectrum_images=settings.spectrum_images))
+                                spectrum_images=settings.spectrum_images, swap=fused_swap))
         elapsed, t0 = clock() - t0, clock()
-        if fused:
-            seconds["spectrum"] = timing["spectrum"]
-            elapsed -= timing["spectrum"]
+        for group, taken in (("spectrum", fused), ("swap", fused_swap)):
+            if taken:
+                seconds[group] = timing[group]
+                elapsed -= timing[group]
         seconds["ce"] = elapsed
     return NetworkProbe(index, arch, tensors, clock() - start, {g: seconds[g] for g in groups if g in seconds})
 

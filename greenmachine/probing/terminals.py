@@ -106,20 +106,10 @@ class ProbeBatch:
                 for p in probes:
                     del p.tensors[name]
                 trim_heap(force=True)
-        # one B x B kernel per network (the jacobian pass): stacked N x B x B, network i at row i
-        self.net_kernels: dict[str, torch.Tensor] = {}
-        for name in (n for n in NET_KERNEL_TERMINALS if all(n in p.tensors for p in probes)):
-            self.net_kernels[name] = torch.stack([p.tensors[name][0] for p in probes]).to(self.device, dtype)
-            if consume:
-                for p in probes:
-                    del p.tensors[name]
+        # one B x B kernel per network (the jacobian and ntk passes): stacked N x B x B, network i at row i
+        self.net_kernels = self._one_per_network(probes, NET_KERNEL_TERMINALS, torch.stack, consume)
         # one number per network (the swap pass): a vector, network i at position i
-        self.net_scalars: dict[str, torch.Tensor] = {}
-        for name in (n for n in NET_SCALAR_TERMINALS if all(n in p.tensors for p in probes)):
-            self.net_scalars[name] = torch.cat([p.tensors[name][0] for p in probes]).to(self.device, dtype)
-            if consume:
-                for p in probes:
-                    del p.tensors[name]
+        self.net_scalars = self._one_per_network(probes, NET_SCALAR_TERMINALS, torch.cat, consume)
         # the ReLU-side layer structure, from whichever ReLU-side terminals were probed (a tree may need only one)
         relu_sides = [f.layers_per_net for f in (self.act, self.spectrum) if f.data] + (
             [self.kernel_layers_per_net] if self.kernels else []
@@ -128,6 +118,18 @@ class ProbeBatch:
         self.memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._memo_bytes = 0
         self.memo_budget = max(2**20, min(self.MEMO_BYTES, self.nbytes() // self.MEMO_FRACTION))
+
+    def _one_per_network(self, probes: Sequence[NetworkProbe], names: Sequence[str], join,
+                         consume: bool) -> dict[str, torch.Tensor]:
+        """The terminals that hold one tensor per network, each joined over the networks in order (``join``:
+        ``torch.stack`` for kernels, ``torch.cat`` for one-element counts)."""
+        out: dict[str, torch.Tensor] = {}
+        for name in (n for n in names if all(n in p.tensors for p in probes)):
+            out[name] = join([p.tensors[name][0] for p in probes]).to(self.device, self.dtype)
+            if consume:
+                for p in probes:
+                    del p.tensors[name]
+        return out
 
     def relu_per_net(self, layer_values: torch.Tensor, reduce: str) -> torch.Tensor:
         return torch.segment_reduce(layer_values, reduce, lengths=self.relu_layers_per_net, unsafe=True)
