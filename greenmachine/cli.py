@@ -328,12 +328,15 @@ def _datasets_option(value: str | None, dataset: str | None, config) -> tuple[st
               help=INITS_HELP + " Default: the proxy's own (1 unless it was evolved with more).")
 @click.option("--spectrum-images", type=int, default=None, metavar="K",
               help=SPECTRUM_IMAGES_HELP + " Default: the proxy's own (1 unless it was evolved with more).")
+@click.option("--probe-seed", type=SEED, default=None,
+              help="Seed of the minibatch and the initialisation (with --inits N: the first of N). Default: the "
+                   "proxy's own.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_executor_options
 @_energy_options
 @_common
 def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, inits,
-          spectrum_images, device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w,
+          spectrum_images, probe_seed, device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w,
           cpu_watts_per_core, workers=1, executor=None, ray_address=None):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.energy.accounting import energy_block, training_energy
@@ -359,7 +362,7 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         exclude = proxy.sample_indices if exclude_evolution_sample and proxy.space in (None, space) else []
         indices = choose_architectures(truth, dataset, archs, sample_size, sampling, seed, exclude)
         # the proxy's own probe protocol (minibatch, seeds, spectrum images, initialisations), on the scored dataset
-        settings, own_inits = proxy_protocol(proxy, space, dataset, device, data, spectrum_images)
+        settings, own_inits = proxy_protocol(proxy, space, dataset, device, data, spectrum_images, probe_seed)
         result = score_tokens(proxy.tokens, truth, dataset, indices, settings, data,
                               cache=_cache(cache_dir, no_cache, data), executor=pool,
                               reporter=reporter, meter=meter, inits=own_inits if inits is None else inits)
@@ -370,7 +373,8 @@ def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclud
         write_scores_csv(result, out_path)
         write_score_summary(result, proxy_path, space, dataset, sampling if not archs else "archs", seed,
                             summary_path(out_path), energy=block,
-                            extra={"inits": result.inits, "spectrum_images": settings.spectrum_images})
+                            extra={"inits": result.inits, "spectrum_images": settings.spectrum_images,
+                                   "probe_seed": settings.batch_seed, "init_seed": settings.init_seed})
     click.echo(f"architectures={len(result.indices)} space={space} dataset={dataset}")
     click.echo(f"kendall_tau={result.kendall_tau:.4f}")
     click.echo(f"spearman_rho={result.spearman_rho:.4f}")

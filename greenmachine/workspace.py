@@ -102,15 +102,19 @@ def probe_settings(
 
 
 def proxy_protocol(proxy: Proxy, space: str, dataset: str, device: str, data_dir: str | Path | None = None,
-                   spectrum_images: int | None = None) -> tuple[ProbeSettings, int]:
+                   spectrum_images: int | None = None, probe_seed: int | None = None) -> tuple[ProbeSettings, int]:
     """The probe protocol a proxy file records (minibatch size and seed, initialisation seed, the spectra's
     images) on ``dataset``, and the initialisations its score averages over: what every command that scores a
     proxy on its own terms (``score``, ``reproduce``, ``search --objective proxy.json``) probes, so that a proxy
     evolved with ``--spectrum-images`` or ``--inits`` is not scored under another protocol. ``spectrum_images``
-    overrides the file's (``score --spectrum-images``)."""
+    overrides the file's (``score --spectrum-images``); ``probe_seed`` replaces both its minibatch and initialisation
+    seeds (``score --probe-seed``, as ``baselines --probe-seed``), to score one tree under another draw."""
     p = proxy.probe
-    settings = probe_settings(space, dataset, p.get("batch_size", 64), p.get("batch_seed", 0), device,
-                              init_seed=p.get("init_seed"), data_dir=data_dir,
+    batch_seed, init_seed = p.get("batch_seed", 0), p.get("init_seed")
+    if probe_seed is not None:
+        batch_seed = init_seed = probe_seed
+    settings = probe_settings(space, dataset, p.get("batch_size", 64), batch_seed, device,
+                              init_seed=init_seed, data_dir=data_dir,
                               spectrum_images=p.get("spectrum_images", 1) if spectrum_images is None
                               else spectrum_images)
     return settings, p.get("inits", 1)

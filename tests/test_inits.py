@@ -328,3 +328,33 @@ def test_reproduce_scores_the_held_out_sample_as_the_proxy_was_evolved(tmp_path,
     expected = score_tokens(proxy["tokens"], tss_truth, "cifar10", [int(r["index"]) for r in rows], probe_settings(
         "tss", "cifar10", BATCH, seed, "cpu", data_dir=data_dir, spectrum_images=2), data_dir, cache=cache, inits=2)
     np.testing.assert_allclose([float(r["score"]) for r in rows], expected.scores, rtol=1e-9)
+
+
+def test_score_probe_seed_scores_the_tree_under_another_draw(tmp_path, capsys, env, data_dir, tss_truth, cache):
+    """`score --probe-seed S` probes as `baselines --probe-seed S` does (minibatch and initialisation from S), not
+    with the proxy file's own seeds, and its summary says which draw it scored."""
+    proxy = tmp_path / "mine.json"
+    save_proxy(Proxy(classic_tokens("meco_relu"), space="tss", dataset="cifar10",
+                     probe={"batch_size": BATCH, "batch_seed": 0, "init_seed": 7}), proxy)
+    archs = ",".join(map(str, INDICES))
+    settings = probe_settings("tss", "cifar10", BATCH, 4, "cpu", data_dir=data_dir)
+    expected = score_tokens(classic_tokens("meco_relu"), tss_truth, "cifar10", INDICES, settings, data_dir,
+                            cache=cache).scores
+    own = probe_settings("tss", "cifar10", BATCH, 0, "cpu", init_seed=7, data_dir=data_dir)
+    assert not np.allclose(expected, score_tokens(classic_tokens("meco_relu"), tss_truth, "cifar10", INDICES, own,
+                                                  data_dir, cache=cache).scores)
+    code, stdout, _ = gm(capsys, "score", proxy, "--archs", archs, "--probe-seed", 4, "--out", tmp_path / "s.csv",
+                         "--quiet")
+    assert code == 0 and "kendall_tau=" in stdout
+    scores = [float(r["score"]) for r in csv.DictReader(open(tmp_path / "s.csv"))]
+    np.testing.assert_allclose(scores, expected, rtol=1e-12)
+    summary = json.loads((tmp_path / "s.summary.json").read_text())
+    assert (summary["probe_seed"], summary["init_seed"]) == (4, 4)
+
+    code, _, _ = gm(capsys, "baselines", "--archs", archs, "--proxies", "params", "--include", proxy,
+                    "--batch-size", BATCH, "--probe-seed", 4, "--out", tmp_path / "b.csv")
+    assert code == 0
+    rows = list(csv.DictReader(open(tmp_path / "b.csv")))
+    np.testing.assert_allclose([float(r["evolved_mine"]) for r in rows], scores, rtol=1e-12)
+    code, _, err = gm(capsys, "score", proxy, "--archs", archs, "--probe-seed", -1)
+    assert code == 2 and "--probe-seed" in err and len(err.strip().splitlines()) == 1
