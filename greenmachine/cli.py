@@ -336,8 +336,8 @@ def _datasets_option(value: str | None, dataset: str | None, config) -> tuple[st
 @_energy_options
 @_common
 def score(proxy_path, space, dataset, sample_size, sampling, seed, archs, exclude_evolution_sample, out_path, inits,
-          spectrum_images, probe_seed, device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue, training_device_w,
-          cpu_watts_per_core, workers=1, executor=None, ray_address=None):
+          spectrum_images, probe_seed, device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue,
+          training_device_w, cpu_watts_per_core, workers=1, executor=None, ray_address=None):
     """Score a proxy on NATS-Bench architectures; prints kendall_tau=... and spearman_rho=..."""
     from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.proxyfile import load_proxy
