@@ -467,6 +467,83 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
             click.echo(f"figure={figure}")
 
 
+@cli.command("select")
+@click.argument("proxy_paths", metavar="PROXY.json...", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
+@click.option("--dataset", type=DATASET, default=None,
+              help="Rank the samples by this dataset's accuracy (default: the candidates' own; another = transfer).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for proxy.json (the chosen tree) and selection.csv (every candidate on every sample).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_executor_options
+@_energy_options
+@_common
+def select_cmd(proxy_paths, dataset, out_dir, device, data_dir, cache_dir, no_cache, quiet, carbon_intensity, pue,
+               training_device_w, cpu_watts_per_core, workers=1, executor=None, ray_address=None):
+    """Choose one of several evolved proxies (one per evolution seed) by its Kendall tau on the other runs'
+    evolution samples; the chosen file records every candidate's sample as seen."""
+    from rich.table import Table
+
+    from greenmachine.energy.accounting import energy_block, training_energy
+    from greenmachine.proxies.proxyfile import load_proxy, save_proxy
+    from greenmachine.search.selection import CRITERION, check_candidates, chosen_proxy, select_proxy, \
+        write_selection_csv
+    from greenmachine.ui import Reporter, out_console
+    from greenmachine.workspace import load_space_truth, resolve_data_dir
+
+    energy_settings = _energy_settings(carbon_intensity, pue, training_device_w, cpu_watts_per_core)
+    candidates, paths = {}, []
+    for path in proxy_paths:
+        p = Path(path)
+        if any(_same_file(p, q) for q in paths):
+            raise GreenmachineError(f"{path} is given twice")
+        name = p.parent.name if p.stem == "proxy" and p.parent.name else p.stem
+        while name in candidates:
+            name += "_"
+        candidates[name] = load_proxy(p)
+        paths.append(p)
+    space, dataset = check_candidates(candidates, dataset)
+    if out_dir:
+        out = Path(out_dir)
+        _check_outputs(out_dir, {"proxy": out / "proxy.json", "table": out / "selection.csv"}, inputs=paths)
+    data = resolve_data_dir(data_dir)
+    reporter = Reporter(quiet=quiet)
+    meter = _meter(device, energy_settings)
+    pool = _executor(executor, workers, ray_address, device)
+    with pool_closed(pool), reporter.session():
+        truth = load_space_truth(data, space, reporter)
+        selection = select_proxy(truth, candidates, data, device, dataset, cache=_cache(cache_dir, no_cache, data),
+                                 reporter=reporter, executor=pool, meter=meter)
+    seen = sorted({i for p in candidates.values() for i in p.sample_indices})
+    block = energy_block(meter, energy_settings, training_energy(truth, dataset, seen,
+                                                                 energy_settings.training_device_w),
+                         "select", len(seen))
+    table = Table(title=f"{space} / {dataset}: Kendall tau of each candidate (row) on each sample (column)",
+                  caption=f"criterion: {CRITERION}")
+    table.add_column("candidate")
+    table.add_column("fitness", justify="right")
+    for name in selection.names:
+        table.add_column(name, justify="right")
+    table.add_column("criterion", justify="right")
+    for i, name in enumerate(selection.names):
+        fit = candidates[name].fitness
+        table.add_row(("* " if i == selection.chosen else "") + name, "-" if fit is None else f"{fit:.4f}",
+                      *[f"({t:.4f})" if i == j else f"{t:.4f}" for j, t in enumerate(selection.taus[i])],
+                      f"{selection.criterion[i]:.4f}")
+    out_console.print(table)
+    click.echo(f"chosen={selection.chosen_name} criterion={selection.criterion[selection.chosen]:.4f}")
+    click.echo(f"expression={candidates[selection.chosen_name].expression}")
+    _echo_energy(block)
+    if out_dir:
+        out.mkdir(parents=True, exist_ok=True)
+        proxy = chosen_proxy(selection, candidates, paths)
+        proxy.extra["selection"]["energy"] = block
+        write_selection_csv(selection, candidates, out / "selection.csv")
+        save_proxy(proxy, out / "proxy.json")
+        click.echo(f"proxy={out / 'proxy.json'}")
+        click.echo(f"csv={out / 'selection.csv'}")
+
+
 @cli.group()
 def truth() -> None:
     """Ground-truth tables."""

@@ -126,10 +126,10 @@ def test_baselines_command_end_to_end(tmp_path, capsys, env):
 
 
 def test_infinite_scores_rank_at_the_ends_and_nan_is_left_out():
-    from greenmachine.proxies.comparison import _stats
+    from greenmachine.proxies.comparison import proxy_stats
 
     acc = np.array([10.0, 50.0, 60.0, 70.0, 80.0])
-    s = _stats("naswot", "baseline", np.array([-np.inf, 1.0, 2.0, 3.0, np.inf]), acc, 1.0)
+    s = proxy_stats("naswot", "baseline", np.array([-np.inf, 1.0, 2.0, 3.0, np.inf]), acc, 1.0)
     assert s.kendall_tau == pytest.approx(1.0) and s.valid == 5
-    s = _stats("jacov", "baseline", np.array([np.nan, 1.0, 2.0, 3.0, 4.0]), acc, 1.0)
+    s = proxy_stats("jacov", "baseline", np.array([np.nan, 1.0, 2.0, 3.0, 4.0]), acc, 1.0)
     assert s.kendall_tau == pytest.approx(1.0) and s.valid == 4

@@ -75,7 +75,7 @@ def check_proxy_names(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
-def _stats(name: str, kind: str, scores: np.ndarray, accuracy: np.ndarray, seconds: float) -> ProxyStats:
+def proxy_stats(name: str, kind: str, scores: np.ndarray, accuracy: np.ndarray, seconds: float) -> ProxyStats:
     """Rank correlations over the networks the proxy could score. An infinite score is an ordering (NASWOT gives
     -inf to a network whose ReLU patterns make its kernel singular: it ranks last), so +-inf become the highest
     and lowest ranks; NaN is no score at all, and those networks are left out and not counted as valid."""
@@ -194,7 +194,7 @@ def compare(
         writer.close()
     scores = {c: np.array(v, dtype=np.float64) for c, v in values.items()}
     result = Comparison([i for i, _ in items], [a for _, a in items], accuracy, scores)
-    result.stats = [_stats(c, "evolved" if c in evolved else "baseline", scores[c], accuracy, seconds[c])
+    result.stats = [proxy_stats(c, "evolved" if c in evolved else "baseline", scores[c], accuracy, seconds[c])
                     for c in columns]
     return result
 
