@@ -103,7 +103,8 @@ clean:
 # SETTINGS=tss/cifar10,sss/cifar100 picks settings (on the command line; the SETTINGS above are the reproduce
 # targets'); POPULATION, GENERATIONS, SAMPLE_SIZE, SAMPLING, BATCH_SIZE override the evolution config (hours at full size);
 # INITS=3 averages every held-out and transfer score over 3 initialisations (3 times the held-out probing);
-# SPECTRUM_IMAGES=16 gives the evolved proxies' held-out and transfer scores the mean of 16 images' spectra.
+# SPECTRUM_IMAGES=16 gives the evolved proxies' held-out and transfer scores the mean of 16 images' spectra;
+# SELECT=3 makes each seed the tree `greenmachine select` chooses among 3 evolutions (3 times the evolutions).
 QUALITY_SETTINGS := tss/cifar10,tss/cifar100,tss/ImageNet16-120,sss/cifar10,sss/cifar100
 SEEDS ?= 3
 HELDOUT ?= 2000
@@ -113,4 +114,5 @@ quality: install
 	    --seeds $(SEEDS) --heldout $(HELDOUT) $(if $(POPULATION),--population $(POPULATION)) \
 	    $(if $(GENERATIONS),--generations $(GENERATIONS)) $(if $(SAMPLE_SIZE),--sample-size $(SAMPLE_SIZE)) $(if $(SAMPLING),--sampling $(SAMPLING)) \
 	    $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INITS),--inits $(INITS)) \
-	    $(if $(SPECTRUM_IMAGES),--spectrum-images $(SPECTRUM_IMAGES)) --out runs/quality --table results/quality.md
+	    $(if $(SPECTRUM_IMAGES),--spectrum-images $(SPECTRUM_IMAGES)) $(if $(SELECT),--select $(SELECT)) \
+	    --out runs/quality --table results/quality.md

@@ -886,6 +886,8 @@ def report(runs, out_path):
                    "minibatches (probe seeds 0..N-1); the evolutions are unchanged.")
 @click.option("--spectrum-images", type=int, default=1, show_default=True, metavar="K",
               help=SPECTRUM_IMAGES_HELP + " Held-out and transfer scores of the evolved proxies.")
+@click.option("--select", "select_runs", type=click.IntRange(1, 20), default=1, show_default=True, metavar="K",
+              help="Each seed's proxy is the one `select` chooses among K evolutions (seeds kK..kK+K-1).")
 @click.option("--transfer/--no-transfer", default=True, show_default=True,
               help="Also score every seed's proxy on the held-out samples of the other datasets of its space.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/quality", show_default=True,
@@ -895,8 +897,8 @@ def report(runs, out_path):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_common
 def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_path, population, generations,
-            sample_size, sampling, batch_size, structural, jacobian, ntk, swap, inits, spectrum_images, transfer, out_dir,
-            table_path, device, data_dir, cache_dir, no_cache, quiet):
+            sample_size, sampling, batch_size, structural, jacobian, ntk, swap, inits, spectrum_images, select_runs,
+            transfer, out_dir, table_path, device, data_dir, cache_dir, no_cache, quiet):
     """Evolve proxies over seeds and settings, score them and the baselines on one held-out sample per setting,
     and tabulate (make quality); a stopped run resumes where it stopped."""
     from greenmachine.files import check_writable_dir
@@ -912,7 +914,7 @@ def quality(settings_arg, seeds, heldout, heldout_seed, baselines_arg, config_pa
         seeds=seeds, heldout=heldout, heldout_seed=heldout_seed,
         baselines=tuple(b.strip() for b in baselines_arg.split(",") if b.strip()), config_path=config_path,
         overrides=overrides, device=device, transfer=transfer, heldout_inits=inits,
-        heldout_spectrum_images=spectrum_images,
+        heldout_spectrum_images=spectrum_images, select=select_runs,
     ).validate()
     check_writable_dir(out_dir, "--out")
     _check_outputs(table_path, {"table": Path(table_path), "CSV": Path(table_path).with_suffix(".csv")})

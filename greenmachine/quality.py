@@ -3,7 +3,10 @@
 For every setting (a space and a dataset) the pipeline
 
 1. evolves one proxy per seed ``0..seeds-1`` (the evolve code path, :func:`~greenmachine.search.proxy_gp.run_evolution`,
-   with the space's own defaults and the overrides given) into ``<out>/<space>-<dataset>/seed-<k>/``;
+   with the space's own defaults and the overrides given) into ``<out>/<space>-<dataset>/seed-<k>/``; with
+   ``select`` K > 1, K evolutions per seed (evolution seeds kK..kK+K-1) into ``seed-<k>/run-<m>/``, and the tree
+   ``greenmachine select`` chooses among them (:mod:`~greenmachine.search.selection`) into ``seed-<k>/proxy.json``
+   and ``seed-<k>/selection.csv``; that file counts all K samples as seen, so step 2 keeps them all out;
 2. draws ONE held-out random sample (``heldout`` architectures, seed ``heldout_seed``) disjoint from the evolution
    samples of ALL the seeds, written to ``<out>/<space>-<dataset>/heldout.json``;
 3. scores every seed's proxy on it (the score code path, :func:`~greenmachine.proxies.scoring.score_tokens`) into
@@ -46,6 +49,7 @@ from greenmachine.probing.probe import check_inits, check_spectrum_images
 from greenmachine.ui import Reporter
 
 if TYPE_CHECKING:
+    from greenmachine.proxies.proxyfile import Proxy
     from greenmachine.spaces.truth import GroundTruth
 
 DEFAULT_SETTINGS = ("tss/cifar10", "tss/cifar100", "tss/ImageNet16-120", "sss/cifar10", "sss/cifar100")
@@ -79,6 +83,9 @@ class QualityPlan:
     device: str = "cpu"
     # score every seed's proxy on the held-out samples of the plan's other datasets of the same space (transfer)
     transfer: bool = True
+    # each seed k of the table is the tree `select` chooses among this many evolutions (seeds kK..kK+K-1, in
+    # seed-<k>/run-<m>/); 1 = one evolution per seed, seed-<k>/ itself
+    select: int = 1
 
     def validate(self) -> "QualityPlan":
         from greenmachine.config import check_seed
@@ -90,6 +97,8 @@ class QualityPlan:
             raise GreenmachineError("quality: a setting is named twice")
         if not 1 <= self.seeds <= 100:
             raise GreenmachineError(f"quality: seeds must be between 1 and 100, got {self.seeds}")
+        if not 1 <= self.select <= 20:
+            raise GreenmachineError(f"quality: select must be between 1 and 20 runs per seed, got {self.select}")
         if self.heldout < 2:
             raise GreenmachineError(f"quality: the held-out sample needs at least 2 architectures, got {self.heldout}")
         check_seed(self.heldout_seed, "the held-out seed")
@@ -206,15 +215,27 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
     from greenmachine.workspace import probe_settings
 
     folder = setting_dir(out_root, space, dataset)
-    configs = [plan.evolve_config(space, dataset, k) for k in range(plan.seeds)]
-    # 1. evolution, one run folder per seed (resumed from its checkpoint when there is one)
-    proxies = []
-    for k, config in enumerate(configs):
-        run = folder / f"seed-{k}"
+    configs = [plan.evolve_config(space, dataset, k) for k in range(plan.seeds * plan.select)]
+
+    def evolved(config: EvolveConfig, run: Path) -> Path:
         if not evolution_finished(config, truth, run):  # a finished run is not set up (its sample probed) again
             run_evolution(config, truth, data_dir, run, cache=cache, resume=(run / CHECKPOINT).is_file(),
                           reporter=reporter)
-        proxies.append(load_proxy(run / "proxy.json"))
+        return run / "proxy.json"
+
+    # 1. evolution, one run folder per seed (resumed from its checkpoint when there is one); with select K, K runs
+    # per seed and the tree select chooses among them
+    proxies = []
+    for k in range(plan.seeds):
+        run = folder / f"seed-{k}"
+        if plan.select == 1:
+            proxies.append(load_proxy(evolved(configs[k], run)))
+            continue
+        if (run / CHECKPOINT).is_file():
+            raise GreenmachineError(f"{run} holds a single evolution (a quality run without --select); choose "
+                                    f"another --out")
+        paths = [evolved(configs[k * plan.select + m], run / f"run-{m}") for m in range(plan.select)]
+        proxies.append(_selected(paths, run, truth, data_dir, cache, reporter, plan.device))
     # 2. one held-out sample, outside every seed's evolution sample
     exclude = sorted({i for p in proxies for i in p.sample_indices})
     held_out = sample_indices(truth, dataset, plan.heldout, "random", seed=plan.heldout_seed, exclude=exclude)
@@ -268,6 +289,30 @@ def run_setting(plan: QualityPlan, space: str, dataset: str, data_dir: Path, out
                                "spearman_rho": _number(entry["spearman_rho"]), "valid": entry["valid"]}
     return SettingResult(space, dataset, len(held_out), taus, rhos, [p.expression for p in proxies],
                          [_number(p.fitness) for p in proxies], baselines)
+
+
+def _selected(paths: list[Path], run: Path, truth: GroundTruth, data_dir: Path, cache: ProbeCache,
+              reporter: Reporter, device: str) -> "Proxy":
+    """seed-<k>/proxy.json: the tree `select` chooses among the seed's runs, chosen again when a run's tree changed
+    (an evolution resumed with more generations); its sample_indices are all the runs' samples."""
+    from greenmachine.proxies.proxyfile import load_proxy, save_proxy
+    from greenmachine.search.selection import chosen_proxy, select_proxy, write_selection_csv
+
+    candidates = {p.parent.name: load_proxy(p) for p in paths}
+    target = run / "proxy.json"
+    if target.is_file():
+        try:
+            record = json.loads(target.read_text()).get("selection", {})
+            done = [(c["name"], c["expression"]) for c in record.get("candidates", [])] == \
+                [(n, c.expression) for n, c in candidates.items()]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            done = False
+        if done:
+            return load_proxy(target)
+    selection = select_proxy(truth, candidates, data_dir, device, cache=cache, reporter=reporter)
+    write_selection_csv(selection, candidates, run / "selection.csv")
+    save_proxy(chosen_proxy(selection, candidates, paths), target)
+    return load_proxy(target)
 
 
 @dataclass
@@ -385,6 +430,9 @@ def markdown_table(results: Sequence[SettingResult], plan: QualityPlan) -> str:
         + (f" Every score is the mean over {plan.heldout_inits} initialisations and minibatches (probe seeds "
            f"{plan.heldout_probe_seed}..{plan.heldout_probe_seed + plan.heldout_inits - 1})."
            if plan.heldout_inits > 1 else "")
+        + (f" Each seed k is the tree `select` chose among {plan.select} evolutions (evolution seeds "
+           f"{plan.select}k..{plan.select}k+{plan.select - 1}: its mean Kendall tau on the other runs' evolution "
+           "samples); the held-out sample avoids all of their samples." if plan.select > 1 else "")
         + (f" The evolved proxies' correlation spectra are the mean over the first {plan.heldout_spectrum_images} "
            "images of the minibatch." if plan.heldout_spectrum_images > 1 else ""),
         f"Evolution config: {plan.config_path or 'package defaults and the space defaults'}; overrides: {overrides}.",

@@ -251,3 +251,51 @@ def test_quality_transfer_tables_and_inits_tiny(tmp_path, env, capsys, data_dir,
                     setting_dir(runs, "tss", "cifar100") / "transfer" / "from-cifar10-seed-1.summary.json"):
         assert json.loads(summary.read_text())["spectrum_images"] == 2, summary
     assert "mean over the first 2 images of the minibatch" in table.read_text()
+
+
+def test_quality_select_tiny(tmp_path, env, capsys, monkeypatch):
+    """--select 2: each seed's proxy is the tree `select` chose among two evolutions (seeds 2k, 2k+1); it counts both
+    samples as seen, so the held-out sample avoids all four; a second call chooses nothing again."""
+    import greenmachine.search.selection as selection_module
+
+    runs, table = tmp_path / "runs", tmp_path / "q.md"
+    args = ["quality", "--settings", "tss/cifar10", *TINY, "--select", 2, "--baselines", "params", "--no-transfer",
+            "--out", runs, "--table", table, "--quiet"]
+    code, _, err = gm(capsys, *args)
+    assert code == 0, err
+    folder = setting_dir(runs, "tss", "cifar10")
+    held = set(json.loads((folder / "heldout.json").read_text())["indices"])
+    for k in range(2):
+        candidates = {f"run-{m}": load_proxy(folder / f"seed-{k}" / f"run-{m}" / "proxy.json") for m in range(2)}
+        assert [c.seed for c in candidates.values()] == [2 * k, 2 * k + 1]
+        rows = _csv(folder / f"seed-{k}" / "selection.csv")
+        chosen = max(rows, key=lambda r: float(r["criterion"]))["candidate"]  # the first of equal maxima
+        assert [r["candidate"] for r in rows if r["chosen"] == "1"] == [chosen]
+        proxy = load_proxy(folder / f"seed-{k}" / "proxy.json")
+        assert proxy.tokens == candidates[chosen].tokens and proxy.seed == candidates[chosen].seed
+        seen = {i for c in candidates.values() for i in c.sample_indices}
+        assert set(proxy.sample_indices) == seen and not seen & held
+        scores = _csv(folder / f"seed-{k}" / "heldout_scores.csv")
+        assert {int(r["index"]) for r in scores} == held
+
+    def no_selection(*a, **kw):
+        raise AssertionError("a finished selection was made again")
+
+    monkeypatch.setattr(selection_module, "select_proxy", no_selection)
+    md = table.read_text()
+    code, _, err = gm(capsys, *args)
+    assert code == 0, err
+    assert table.read_text() == md
+    assert "tree `select` chose among 2 evolutions" in md
+    code, _, err = gm(capsys, "quality", "--select", 0, "--out", tmp_path / "x", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "--select" in err
+
+
+def test_quality_select_refuses_a_folder_of_single_runs(tmp_path, env, capsys):
+    runs = tmp_path / "runs"
+    base = ["quality", "--settings", "tss/cifar10", "--seeds", 1, *TINY[2:], "--baselines", "params",
+            "--no-transfer", "--out", runs, "--table", tmp_path / "q.md", "--quiet"]
+    code, _, err = gm(capsys, *base)
+    assert code == 0, err
+    code, _, err = gm(capsys, *base, "--select", 2)
+    assert code == 2 and err.count("\n") == 1 and "holds a single evolution" in err
