@@ -58,6 +58,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _run_name(path: Path) -> str:
+    """What a proxy file is called in tables: its run folder for ``<run>/proxy.json``, else the file's stem."""
+    return path.parent.name if path.stem == "proxy" and path.parent.name else path.stem
+
+
 def _check_outputs(out_path, outputs: dict[str, Path], inputs=()) -> None:
     """Before any work: the result files of ``--out`` (CSV and its twins) are distinct, overwrite no input file,
     and can be written. Why: an hour of probing must not end in a traceback, nor in a result replacing a proxy."""
@@ -424,7 +429,7 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     evolved = {}
     for path in includes:
         p = Path(path)
-        key = "evolved_" + (p.parent.name if p.stem == "proxy" and p.parent.name else p.stem)
+        key = "evolved_" + _run_name(p)
         while key in evolved:
             key += "_"
         evolved[key] = load_proxy(p)
@@ -497,7 +502,7 @@ def select_cmd(proxy_paths, dataset, out_dir, device, data_dir, cache_dir, no_ca
         p = Path(path)
         if any(_same_file(p, q) for q in paths):
             raise GreenmachineError(f"{path} is given twice")
-        name = p.parent.name if p.stem == "proxy" and p.parent.name else p.stem
+        name = _run_name(p)
         while name in candidates:
             name += "_"
         candidates[name] = load_proxy(p)
