@@ -58,9 +58,13 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _run_name(path: Path) -> str:
-    """What a proxy file is called in tables: its run folder for ``<run>/proxy.json``, else the file's stem."""
-    return path.parent.name if path.stem == "proxy" and path.parent.name else path.stem
+def _run_name(path: Path, taken, prefix: str = "") -> str:
+    """What a proxy file is called in tables: its run folder for ``<run>/proxy.json``, else the file's stem, after
+    ``prefix``; ``_`` is appended until no name in ``taken`` has it."""
+    name = prefix + (path.parent.name if path.stem == "proxy" and path.parent.name else path.stem)
+    while name in taken:
+        name += "_"
+    return name
 
 
 def _check_outputs(out_path, outputs: dict[str, Path], inputs=()) -> None:
@@ -429,10 +433,7 @@ def baselines(space, dataset, sample_size, sampling, seed, archs, proxies, inclu
     evolved = {}
     for path in includes:
         p = Path(path)
-        key = "evolved_" + _run_name(p)
-        while key in evolved:
-            key += "_"
-        evolved[key] = load_proxy(p)
+        evolved[_run_name(p, evolved, "evolved_")] = load_proxy(p)
     if out_path:
         _check_outputs(out_path, {"CSV": Path(out_path), "summary": summary_path(out_path),
                                   "figure": Path(out_path).with_suffix(".png")}, inputs=includes)
@@ -491,8 +492,8 @@ def select_cmd(proxy_paths, dataset, out_dir, device, data_dir, cache_dir, no_ca
 
     from greenmachine.energy.accounting import energy_block, training_energy
     from greenmachine.proxies.proxyfile import load_proxy, save_proxy
-    from greenmachine.search.selection import CRITERION, check_candidates, chosen_proxy, select_proxy, \
-        write_selection_csv
+    from greenmachine.search.selection import CRITERION, check_candidates, chosen_proxy, seen_indices, \
+        select_proxy, write_selection_csv
     from greenmachine.ui import Reporter, out_console
     from greenmachine.workspace import load_space_truth, resolve_data_dir
 
@@ -502,10 +503,7 @@ def select_cmd(proxy_paths, dataset, out_dir, device, data_dir, cache_dir, no_ca
         p = Path(path)
         if any(_same_file(p, q) for q in paths):
             raise GreenmachineError(f"{path} is given twice")
-        name = _run_name(p)
-        while name in candidates:
-            name += "_"
-        candidates[name] = load_proxy(p)
+        candidates[_run_name(p, candidates)] = load_proxy(p)
         paths.append(p)
     space, dataset = check_candidates(candidates, dataset)
     if out_dir:
@@ -519,7 +517,7 @@ def select_cmd(proxy_paths, dataset, out_dir, device, data_dir, cache_dir, no_ca
         truth = load_space_truth(data, space, reporter)
         selection = select_proxy(truth, candidates, data, device, dataset, cache=_cache(cache_dir, no_cache, data),
                                  reporter=reporter, executor=pool, meter=meter)
-    seen = sorted({i for p in candidates.values() for i in p.sample_indices})
+    seen = seen_indices(candidates)
     block = energy_block(meter, energy_settings, training_energy(truth, dataset, seen,
                                                                  energy_settings.training_device_w),
                          "select", len(seen))

@@ -27,8 +27,8 @@ import numpy as np
 from greenmachine.energy.meter import Meter
 from greenmachine.errors import GreenmachineError
 from greenmachine.executor import Executor
-from greenmachine.probing.cache import ProbeCache
 from greenmachine.files import atomic_open
+from greenmachine.probing.cache import ProbeCache
 from greenmachine.proxies.comparison import compare, proxy_stats
 from greenmachine.proxies.proxyfile import Proxy
 from greenmachine.spaces.truth import GroundTruth
@@ -53,6 +53,11 @@ class Selection:
     @property
     def chosen_name(self) -> str:
         return self.names[self.chosen]
+
+
+def seen_indices(candidates: dict[str, Proxy]) -> list[int]:
+    """Every architecture whose accuracy a choice among ``candidates`` has seen: the union of their samples."""
+    return sorted({i for p in candidates.values() for i in p.sample_indices})
 
 
 def check_candidates(candidates: dict[str, Proxy], dataset: str | None) -> tuple[str, str]:
@@ -125,7 +130,6 @@ def chosen_proxy(selection: Selection, candidates: dict[str, Proxy], paths: Sequ
     """The chosen tree as a proxy file: its own probe protocol and seed, the union of all the candidates' samples as
     the architectures it has seen (module docstring), and the selection itself under ``selection``."""
     proxy = candidates[selection.chosen_name]
-    seen = sorted({i for p in candidates.values() for i in p.sample_indices})
     record = {
         "criterion": CRITERION,
         "dataset": selection.dataset,
@@ -140,8 +144,8 @@ def chosen_proxy(selection: Selection, candidates: dict[str, Proxy], paths: Sequ
         ],
     }
     return Proxy(tokens=list(proxy.tokens), space=proxy.space, dataset=proxy.dataset, fitness=proxy.fitness,
-                 sampling=proxy.sampling, sample_indices=seen, seed=proxy.seed, probe=dict(proxy.probe),
-                 config=dict(proxy.config), extra={"selection": record})
+                 sampling=proxy.sampling, sample_indices=seen_indices(candidates), seed=proxy.seed,
+                 probe=dict(proxy.probe), config=dict(proxy.config), extra={"selection": record})
 
 
 def _finite(x: float) -> float | None:
