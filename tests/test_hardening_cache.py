@@ -250,18 +250,12 @@ def test_concurrent_writers_never_leave_a_half_or_mixed_entry(tmp_path):
     assert [p.name for p in root.rglob("*") if p.is_file()] == [next(root.rglob("synflow-*.pt")).name]  # no temp left
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(pristine, tmp_path, monkeypatch):
-    """A cache write on a full disk (ENOSPC) is the one-line cache error, not torch.save's zip-writer RuntimeError
-    that a real full disk produced once ("unexpected pos"), and the temporary file goes."""
-    import errno
-
-    from greenmachine.errors import GreenmachineError
-
-    root = tmp_path / "cache"
-    cache = ProbeCache(root, data_dir=DATA)
+def _fail_writes(monkeypatch, code: int, message: str) -> None:
+    """Cache writes that fail after 100 bytes with ``OSError(code)``, as a real full disk did once (torch.save's zip
+    writer turned it into a RuntimeError, "unexpected pos", before the entry was serialised in memory first)."""
     real_fdopen = cache_module.os.fdopen
 
-    class Full:
+    class Failing:
         def __init__(self, fd, mode):
             self.f = real_fdopen(fd, mode)
 
@@ -273,9 +267,42 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(pristine, tmp_path
 
         def write(self, data):
             self.f.write(bytes(data)[:100])
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, message)
 
-    monkeypatch.setattr(cache_module.os, "fdopen", Full)
-    with pytest.raises(GreenmachineError, match=r"cannot write the probe cache under .*No space left on device"):
+    monkeypatch.setattr(cache_module.os, "fdopen", Failing)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_warns_once_and_probing_goes_on_uncached(pristine, tmp_path, monkeypatch, capsys, code):
+    """A cache write on a full disk (or quota) does not end the run: one warning line, the temporary file goes,
+    and later saves of this cache write nothing (no second warning, no second failed write)."""
+    import errno
+
+    root = tmp_path / "cache"
+    cache = ProbeCache(root, data_dir=DATA)
+    _fail_writes(monkeypatch, getattr(errno, code), "No space left on device")
+    cache.save(SETTINGS, pristine[1], "synflow")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"warning: the probe cache under {root} is out of space")
+    assert "probing goes on without caching" in err
+    assert not [p for p in root.rglob("*") if p.is_file()]
+    assert cache.full is not None
+    monkeypatch.undo()  # the disk has room again: this process still does not cache
+    cache.save(SETTINGS, pristine[1], "synflow")
+    assert capsys.readouterr().err == ""
+    assert not [p for p in root.rglob("*") if p.is_file()]
+    assert ProbeCache(root, data_dir=DATA).load(SETTINGS, pristine[1].index, pristine[1].arch, "synflow") is None
+
+
+def test_another_write_error_is_one_line(pristine, tmp_path, monkeypatch):
+    """Any other write error (here EACCES) is the one-line cache error, and leaves no temporary file."""
+    import errno
+
+    from greenmachine.errors import GreenmachineError
+
+    root = tmp_path / "cache"
+    cache = ProbeCache(root, data_dir=DATA)
+    _fail_writes(monkeypatch, errno.EACCES, "Permission denied")
+    with pytest.raises(GreenmachineError, match=r"cannot write the probe cache under .*Permission denied"):
         cache.save(SETTINGS, pristine[1], "synflow")
     assert not [p for p in root.rglob("*") if p.is_file()]

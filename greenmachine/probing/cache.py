@@ -9,11 +9,13 @@ as each network finishes, so an interrupted run keeps every probe it had made.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -130,6 +132,8 @@ class ProbeCache:
     # when set, the least recently used entries are removed once the folder holds more than this (see ``save``)
     max_bytes: int | None = None
     _bytes: int | None = field(default=None, repr=False, compare=False)  # this process's running estimate
+    # set when a write found the disk full: from then on this process probes without caching (see ``save``)
+    full: str | None = field(default=None, repr=False, compare=False)
 
     def key(self, settings: ProbeSettings, index: int, arch: str, group: str) -> str | None:
         """The entry's key as canonical JSON, or None when the minibatch digest cannot be known."""
@@ -173,8 +177,13 @@ class ProbeCache:
         return tensors, float(seconds)
 
     def save(self, settings: ProbeSettings, probe: NetworkProbe, group: str) -> None:
-        """Store one pass of ``probe`` atomically (a probe that fails the load-time checks is not stored)."""
-        if self.root is None:
+        """Store one pass of ``probe`` atomically (a probe that fails the load-time checks is not stored).
+
+        A full disk (or quota) does not stop the run that hit it: hours of probing would be lost for a cache, which
+        only saves time later. One warning line goes to stderr, the entry's temporary file is removed, and this
+        process probes on without caching. Any other write error (a folder made read-only meanwhile) is the
+        one-line cache error."""
+        if self.root is None or self.full is not None:
             return
         key = self.key(settings, probe.index, probe.arch, group)
         if key is None:
@@ -187,13 +196,19 @@ class ProbeCache:
             return
         # serialised in memory first: torch.save writing to a file on a full disk fails inside its zip writer
         # with a RuntimeError ("unexpected pos"), which would surface as an internal error; a plain write
-        # raises OSError (ENOSPC), reported below in one line
+        # raises OSError (ENOSPC), handled below
         buffer = io.BytesIO()
         torch.save({"key": key, "tensors": tensors, "seconds": float(probe.seconds)}, buffer)
         try:
             with atomic_open(path, binary=True) as f:
                 f.write(buffer.getbuffer())
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.full = str(exc)
+                print(f"warning: the probe cache under {self.root} is out of space ({exc.strerror}): probing goes "
+                      f"on without caching; free space, cap it with ${MAX_GB_ENV} or run `greenmachine cache "
+                      f"prune`", file=sys.stderr, flush=True)
+                return
             raise GreenmachineError(f"cannot write the probe cache under {self.root}: {exc}") from None
         if self.max_bytes is not None:
             self._account(buffer.getbuffer().nbytes)
